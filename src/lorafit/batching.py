@@ -1,0 +1,69 @@
+"""Batches that waste little padding: length-bucketed for training, length-sorted for inference."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from lorafit.data import Encoded
+
+BUCKET_BATCHES = 50
+"""Training batches are formed inside windows of this many batches, sorted by length."""
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle, then sort by length inside windows of ``BUCKET_BATCHES`` batches, then shuffle the batches.
+
+    Each example appears exactly once per epoch; batches hold texts of similar length, so padding
+    (wasted compute) is small while the order stays random from epoch to epoch.
+    """
+    order = rng.permutation(len(lengths))
+    window = batch_size * BUCKET_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int = 16384) -> list[np.ndarray]:
+    """Inference batches sorted by length; short texts go in bigger batches (bounded by ``max_tokens``)."""
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        end = min(start + batch_size, len(order))
+        longest = int(lengths[order[end - 1]])
+        if longest * (end - start) > max_tokens and end - start > 1:
+            end = start + max(1, max_tokens // max(longest, 1))
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+def collate(encoded: Encoded, index: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the rows ``index`` of ``encoded`` to their longest and return model inputs."""
+    rows = [encoded.input_ids[i] for i in index]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, row in enumerate(rows):
+        ids[j, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[j, :len(row)] = 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if encoded.token_type_ids is not None:
+        types = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, i in enumerate(index):
+            row = encoded.token_type_ids[i]
+            types[j, :len(row)] = torch.tensor(row, dtype=torch.long)
+        batch["token_type_ids"] = types
+    return batch
+
+
+def iterate(encoded: Encoded, batches: list[np.ndarray], pad_id: int) -> Iterator[tuple[np.ndarray, dict]]:
+    """Yield ``(index, inputs)`` for each batch."""
+    for index in batches:
+        yield index, collate(encoded, index, pad_id)

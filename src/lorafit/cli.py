@@ -1,0 +1,197 @@
+"""The ``lorafit`` command line: one thin command per verb over :class:`lorafit.Classifier`."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lorafit.errors import ConfigError, LorafitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="LoRA fine-tuning of transformer encoders into fast, accurate text classifiers.")
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+logger = logging.getLogger("lorafit")
+
+
+def _csv_list(value: str | None, name: str, cast: type = str) -> list | None:
+    if value is None:
+        return None
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be a comma-separated list of {cast.__name__}s, got {value!r}") from None
+
+
+# ----------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    train_file: Annotated[Path, typer.Argument(help="Labeled training data: .csv, .tsv, .jsonl or .parquet.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    validation: Annotated[Optional[Path], typer.Option(help="Labeled validation file; default: a stratified split of TRAIN.")] = None,
+    validation_fraction: Annotated[float, typer.Option(help="Share of each class held out when no --validation is given.")] = 0.1,
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    empty_texts: Annotated[str, typer.Option(help="Empty or whitespace-only texts: drop (counted, warned) or error.")] = "drop",
+    model: Annotated[str, typer.Option(help="Base encoder: alias 'minilm', a local model directory or a hub id.")] = "minilm",
+    pooling: Annotated[str, typer.Option(help="mean (suits sentence-transformer encoders) or cls.")] = "mean",
+    probe_init: Annotated[bool, typer.Option("--probe-init/--no-probe-init", help="Start the head from a linear probe on frozen embeddings.")] = True,
+    r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[float, typer.Option(help="LoRA scaling numerator (update x lora_alpha / r).")] = 16,
+    lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA branch.")] = 0.1,
+    bias: Annotated[str, typer.Option(help="Biases to train: none, all or lora_only.")] = "none",
+    target_modules: Annotated[Optional[str], typer.Option(help="Comma-separated module names for LoRA; default: every linear layer of the encoder blocks.")] = None,
+    layers_to_transform: Annotated[Optional[str], typer.Option(help="Comma-separated encoder layer indices that get LoRA; default: all.")] = None,
+    use_rslora: Annotated[bool, typer.Option(help="Rank-stabilised LoRA scaling.")] = False,
+    use_dora: Annotated[bool, typer.Option(help="DoRA (weight-decomposed LoRA).")] = False,
+    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Examples per optimisation step.")] = 32,
+    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then linear decay).")] = 5e-4,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = 0.06,
+    max_length: Annotated[int, typer.Option(help="Longest input in tokens (longer texts are truncated and counted).")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for split, initialisation and batch order.")] = 0,
+    eval_every: Annotated[str, typer.Option(help="Evaluate every N steps, or 'epoch'.")] = "epoch",
+    patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping; 0 = never stop early.")] = 2,
+    metric: Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1.")] = "accuracy",
+    precision: Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported), bf16 or fp32.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Fine-tune a LoRA classifier on TRAIN and write a run directory."""
+    from lorafit import Classifier, DataConfig, LoraSettings, TrainConfig
+    from lorafit.progress import RichCallback, summary_table
+
+    clf = Classifier(
+        TrainConfig(model=model, pooling=pooling, probe_init=probe_init, epochs=epochs, batch_size=batch_size,
+                    learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+                    max_length=max_length, seed=seed, eval_every=eval_every, patience=patience, metric=metric,
+                    precision=precision),
+        LoraSettings(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias=bias,
+                     target_modules=_csv_list(target_modules, "--target-modules"),
+                     layers_to_transform=_csv_list(layers_to_transform, "--layers-to-transform", int),
+                     use_rslora=use_rslora, use_dora=use_dora),
+        DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
+                   empty_texts=empty_texts))
+    Classifier.check_output(out_dir, overwrite)
+    with RichCallback(err, enabled=progress, metric=metric) as callback:
+        clf.fit_files(train_file, validation, callback=callback)
+    clf.save(out_dir, overwrite=overwrite)
+    out.print(summary_table(clf))
+    out.print(f"run directory: [bold]{out_dir}[/bold]")
+
+
+# -------------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`.")],
+    data: Annotated[Path, typer.Argument(help="Labeled file to evaluate on.")],
+    text_column: Annotated[Optional[str], typer.Option(help="Text column (default: the one used in training).")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Label column (default: the one used in training).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Accuracy, macro-F1, per-class metrics and the confusion matrix of RUN_DIR on DATA."""
+    from lorafit import Classifier
+    from lorafit.data import read_labeled
+    from lorafit.progress import evaluation_tables
+
+    clf = Classifier.load(run_dir)
+    labeled = read_labeled(data, text_column or clf.data_config.text_column,
+                           label_column or clf.data_config.label_column, empty_texts="drop")
+    result = clf.evaluate(labeled.texts, labeled.labels)
+    result["data"] = {"source": str(data), "rows": len(labeled), "dropped_empty": labeled.dropped_empty}
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    for table in evaluation_tables(result):
+        out.print(table)
+    if result["unknown_labels"]:
+        err.print(f"[yellow]warning:[/yellow] {result['unknown_label_rows']} row(s) have labels the model never saw "
+                  f"({', '.join(result['unknown_labels'][:10])}); they count as errors")
+
+
+# --------------------------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`.")],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify.")] = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", "-i", help="File of texts (.csv, .tsv, .jsonl, .parquet).")] = None,
+    output_file: Annotated[Optional[Path], typer.Option("--output", help="Write predictions to .csv or .jsonl (default: stdout, JSON lines).")] = None,
+    text_column: Annotated[Optional[str], typer.Option(help="Text column of --input (default: the one used in training).")] = None,
+) -> None:
+    """Label, score and the full probability distribution for each text, in input order."""
+    from lorafit import Classifier
+    from lorafit.data import read_texts
+    from lorafit.predict_io import prediction_records, write_predictions
+
+    if not texts and input_file is None:
+        raise ConfigError("nothing to classify: give texts as arguments or --input FILE")
+    if texts and input_file is not None:
+        raise ConfigError("give texts as arguments or --input FILE, not both")
+    clf = Classifier.load(run_dir)
+    items = texts or read_texts(input_file, text_column or clf.data_config.text_column)
+    records = prediction_records(clf, items)
+    if output_file is None:
+        for record in records:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        write_predictions(output_file, records, clf.classes_)
+        err.print(f"wrote {len(items)} predictions to {output_file}")
+
+
+# ------------------------------------------------------------------------------------------ info
+@app.command()
+def info(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print lorafit.json and metrics.json as one JSON object.")] = False,
+) -> None:
+    """What a run is: base model, labels, settings and metrics."""
+    from lorafit.progress import info_table
+    from lorafit.rundir import read_manifest, read_metrics
+
+    manifest, metrics = read_manifest(run_dir), read_metrics(run_dir)
+    if as_json:
+        out.print_json(json.dumps({"manifest": manifest, "metrics": metrics}))
+    else:
+        out.print(info_table(manifest, metrics))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: errors become one line on stderr and exit code 1 (``--debug`` shows the traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("LORAFIT_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    for noisy in ("transformers", "peft", "accelerate", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    import click
+
+    try:
+        app(args=args, standalone_mode=False)
+    except click.exceptions.ClickException as exc:  # usage errors: click's own message and exit code 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        if debug:
+            raise
+        err.print("interrupted; nothing was written")
+        sys.exit(130)
+    except (LorafitError, OSError) as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except Exception as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                  highlight=False)
+        sys.exit(1)

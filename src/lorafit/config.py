@@ -1,0 +1,156 @@
+"""Configuration dataclasses, validated in one place (``__post_init__``).
+
+Field names are peft's and transformers' where they exist; CLI flags map one to one onto them
+(``lora_alpha`` is ``--lora-alpha``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from lorafit.errors import ConfigError
+
+METRICS = ("accuracy", "macro_f1")
+POOLINGS = ("mean", "cls")
+PRECISIONS = ("auto", "fp32", "bf16")
+BIASES = ("none", "all", "lora_only")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_positive(name: str, value: float) -> None:
+    _check(value > 0, f"{name} must be > 0, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where the text and the label are in a data file, and how validation data is made."""
+
+    text_column: str = "text"
+    """Column that holds the text to classify."""
+    label_column: str = "label"
+    """Column that holds the label (strings or integers)."""
+    validation_fraction: float = 0.1
+    """Share of each class held out for validation when no validation file is given."""
+    empty_texts: str = "drop"
+    """What to do with empty or whitespace-only texts: ``drop`` them (counted, with a warning) or ``error``."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.text_column), "text_column must not be empty")
+        _check(bool(self.label_column), "label_column must not be empty")
+        _check(0.0 < self.validation_fraction < 1.0,
+               f"validation_fraction must be between 0 and 1 (exclusive), got {self.validation_fraction!r}")
+        _check(self.empty_texts in ("drop", "error"),
+               f"empty_texts must be 'drop' or 'error', got {self.empty_texts!r}")
+
+
+@dataclass
+class LoraSettings:
+    """The LoRA adapter: the same names and meanings as ``peft.LoraConfig``."""
+
+    r: int = 8
+    """Rank of the LoRA update matrices."""
+    lora_alpha: float = 16
+    """Scaling numerator: the update is multiplied by ``lora_alpha / r``."""
+    lora_dropout: float = 0.1
+    """Dropout on the LoRA branch input during training."""
+    bias: str = "none"
+    """Which biases train: ``none``, ``all`` or ``lora_only``."""
+    target_modules: list[str] | None = None
+    """Module names that get LoRA; ``None`` means every linear layer of the encoder's blocks."""
+    layers_to_transform: list[int] | None = None
+    """Only these encoder layers (0-based) get LoRA; ``None`` means all of them."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling ``lora_alpha / sqrt(r)``."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA): slower, sometimes more accurate."""
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.r, int) and self.r >= 1, f"r must be an integer >= 1, got {self.r!r}")
+        _check_positive("lora_alpha", self.lora_alpha)
+        _check(0.0 <= self.lora_dropout < 1.0, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        _check(self.bias in BIASES, f"bias must be one of {', '.join(BIASES)}, got {self.bias!r}")
+        if self.target_modules is not None:
+            self.target_modules = [m.strip() for m in self.target_modules if m.strip()]
+            _check(bool(self.target_modules), "target_modules is empty; give module names such as query,value")
+        if self.layers_to_transform is not None:
+            _check(all(isinstance(i, int) and i >= 0 for i in self.layers_to_transform) and self.layers_to_transform,
+                   f"layers_to_transform must be non-negative layer indices, got {self.layers_to_transform!r}")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: base model, head, optimisation, evaluation and early stopping."""
+
+    model: str = "minilm"
+    """Base encoder: an alias (``minilm``), a local model directory or a Hugging Face Hub id."""
+    pooling: str = "mean"
+    """How token states become one vector: ``mean`` (suits sentence-transformer encoders) or ``cls``."""
+    probe_init: bool = True
+    """Initialise the head from a logistic regression fitted on the frozen encoder's embeddings."""
+    epochs: int = 3
+    """Passes over the training data (early stopping may end sooner)."""
+    batch_size: int = 32
+    """Training examples per optimisation step."""
+    learning_rate: float = 5e-4
+    """Peak learning rate of AdamW (linear warm-up, then linear decay to 0)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay on LoRA and head weights."""
+    warmup_ratio: float = 0.06
+    """Share of the training steps spent warming the learning rate up from 0."""
+    max_length: int = 128
+    """Longest input in tokens; longer texts are truncated (and counted)."""
+    seed: int = 0
+    """Seed for the validation split, initialisation, dropout and batch order."""
+    eval_every: int | str = "epoch"
+    """Evaluate on validation data every N optimisation steps, or once per ``epoch``."""
+    patience: int = 2
+    """Stop after this many evaluations without improvement of ``metric``; 0 disables early stopping."""
+    metric: str = "accuracy"
+    """Validation metric that picks the best checkpoint: ``accuracy`` or ``macro_f1``."""
+    precision: str = "auto"
+    """``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where the CPU/GPU supports it natively)."""
+    eval_batch_size: int = 128
+    """Examples per batch when evaluating and predicting."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model must not be empty; use 'minilm', a model directory or a hub id")
+        _check(self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        _check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
+        for name in ("batch_size", "max_length", "eval_batch_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _check(self.max_length >= 4, f"max_length must be at least 4 tokens, got {self.max_length}")
+        _check_positive("learning_rate", self.learning_rate)
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        _check(isinstance(self.patience, int) and self.patience >= 0, f"patience must be an integer >= 0, got {self.patience!r}")
+        _check(self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        self.eval_every = parse_eval_every(self.eval_every)
+
+
+def parse_eval_every(value: int | str) -> int | str:
+    """Return ``'epoch'`` or a positive step count from a flag value such as ``'epoch'`` or ``'200'``."""
+    if isinstance(value, str) and value.strip().lower() == "epoch":
+        return "epoch"
+    try:
+        steps = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"eval_every must be 'epoch' or a number of steps, got {value!r}") from None
+    _check(steps >= 1, f"eval_every must be 'epoch' or a number of steps >= 1, got {value!r}")
+    return steps
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass."""
+    return asdict(config)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build ``cls`` from a dict, ignoring keys this version does not know (newer minor versions)."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})

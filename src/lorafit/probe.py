@@ -1,0 +1,43 @@
+"""Linear-probe-then-fine-tune: fit a logistic regression on frozen embeddings and start the head from it.
+
+With LoRA's B matrices at zero the adapted encoder equals the base encoder, so the embeddings here are
+the base model's; the fitted probe is the head's starting point, and LoRA then improves on it.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+logger = logging.getLogger(__name__)
+
+
+def fit_probe(features: np.ndarray, label_ids: np.ndarray, num_labels: int, c: float = 10.0,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression on ``features``; returns softmax weights ``(W, b)`` for all labels.
+
+    Labels absent from the training rows get a zero weight row and a very low bias.
+    """
+    present = np.unique(label_ids)
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    clf.fit(features, label_ids)
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(present) == 2 and coef.shape[0] == 1:  # binary: sklearn keeps one row; softmax needs two
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight = np.zeros((num_labels, features.shape[1]), dtype=np.float32)
+    bias = np.full(num_labels, -10.0, dtype=np.float32)
+    weight[present] = coef
+    bias[present] = intercept
+    return weight, bias
+
+
+def init_head(head: torch.nn.Module, weight: np.ndarray, bias: np.ndarray) -> None:
+    """Copy probe weights into the (peft-wrapped) linear head."""
+    linear = getattr(head, "modules_to_save", None)
+    linear = linear["default"] if linear is not None else head
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(weight))
+        linear.bias.copy_(torch.from_numpy(bias))

@@ -1,0 +1,109 @@
+"""Console output for the CLI: the training progress bar and the tables (the library never prints)."""
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+from rich.table import Table
+
+from lorafit.training import Callback, TrainResult
+
+_PHASES = {"load": "loading the base model", "tokenize": "tokenising", "probe": "fitting the probe head",
+           "train": "training"}
+
+
+class RichCallback(Callback):
+    """A rich progress bar with the running loss and the last validation metric."""
+
+    def __init__(self, console: Console, enabled: bool = True, metric: str = "accuracy") -> None:
+        self.console, self.enabled, self.metric = console, enabled, metric
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                                 disable=not enabled, transient=False)
+        self.task = None
+        self._loss = math.nan
+
+    def __enter__(self) -> "RichCallback":
+        self.progress.start()
+        self.task = self.progress.add_task(_PHASES["load"], total=None, loss="-", val="-")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_phase(self, name: str) -> None:
+        self.progress.update(self.task, description=_PHASES.get(name, name))
+
+    def on_train_begin(self, total_steps: int, trainable: int, total: int) -> None:
+        self.progress.update(self.task, total=total_steps)
+        self.console.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+
+    def on_step(self, step: int, loss: float) -> None:
+        self._loss = loss if math.isnan(self._loss) else 0.9 * self._loss + 0.1 * loss
+        self.progress.update(self.task, completed=step, loss=f"{self._loss:.3f}")
+
+    def on_evaluate(self, record: dict) -> None:
+        value = record[f"val_{self.metric}"]
+        self.progress.update(self.task, val=f"{self.metric} {100 * value:.2f}%")
+        if not self.enabled:
+            self.console.print(f"step {record['step']} (epoch {record['epoch']}): val {self.metric} "
+                               f"{100 * value:.2f}%")
+
+
+def summary_table(clf) -> Table:
+    """Best validation metric, where it came from, time and speed."""
+    m = clf.metrics_
+    metric = clf.train_config.metric
+    table = Table(title="training summary")
+    for column in ("best val " + metric, "val accuracy", "val macro-F1", "best at", "train time", "samples/s",
+                   "peak memory"):
+        table.add_column(column, justify="right")
+    v = m["validation"]
+    table.add_row(f"{100 * v[metric]:.2f}%", f"{100 * v['accuracy']:.2f}%", f"{100 * v['macro_f1']:.2f}%",
+                  f"epoch {m['best_epoch']:g}, step {m['best_step']}" + (" (probe)" if m["best_step"] == 0 else ""),
+                  f"{m['train_wall_seconds']:.1f} s", f"{m['train_samples_per_second']:.1f}",
+                  f"{m['peak_memory_mb']:.0f} MiB")
+    return table
+
+
+def evaluation_tables(result: dict) -> list[Table]:
+    """A headline table and a per-class table (worst F1 first) for ``lorafit evaluate``."""
+    head = Table(title=f"evaluation on {result['data']['source']} ({result['n']} rows)")
+    for column in ("accuracy", "macro-F1", "classes"):
+        head.add_column(column, justify="right")
+    head.add_row(f"{100 * result['accuracy']:.2f}%", f"{100 * result['macro_f1']:.2f}%", str(len(result["labels"])))
+    per = Table(title="per class (worst F1 first)")
+    for column in ("label", "precision", "recall", "F1", "support"):
+        per.add_column(column, justify="right" if column != "label" else "left")
+    rows = sorted(result["per_class"].items(), key=lambda kv: (kv[1]["f1"], kv[0]))
+    for label, s in rows:
+        if s["support"] or s["precision"]:
+            per.add_row(label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
+    return [head, per]
+
+
+def info_table(manifest: dict, metrics: dict) -> Table:
+    """A two-column overview of a run directory."""
+    table = Table(show_header=False, title="lorafit run")
+    labels = manifest["labels"]
+    cfg, lora = manifest["train_config"], manifest["lora"]
+    val = metrics.get("validation", {})
+    rows = [("base model", f"{manifest['base_model']['name']} ({manifest['base_model'].get('hash', '?')})"),
+            ("labels", f"{len(labels)}: " + ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")),
+            ("pooling / max_length", f"{manifest['pooling']} / {manifest['max_length']}"),
+            ("LoRA", f"r={lora['r']} alpha={lora['lora_alpha']} dropout={lora['lora_dropout']} "
+                     f"targets={lora['target_modules'] or 'all linear'}"),
+            ("training", f"epochs={cfg['epochs']} batch={cfg['batch_size']} lr={cfg['learning_rate']} "
+                         f"precision={manifest.get('train_precision')}"),
+            ("validation", ", ".join(f"{k} {100 * v:.2f}%" for k, v in val.items()) or "-"),
+            ("train time", f"{metrics.get('train_wall_seconds', 0):.1f} s, "
+                           f"{metrics.get('train_samples_per_second', 0):.1f} samples/s"),
+            ("versions", ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()))]
+    table.add_column()
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    return table

@@ -1,0 +1,84 @@
+"""The run directory format: atomic write, manifest read, format-version check."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from lorafit.errors import RunDirError
+
+FORMAT_VERSION = 1
+MANIFEST = "lorafit.json"
+METRICS = "metrics.json"
+REQUIRED = (MANIFEST, "adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json")
+
+
+def check_writable(target: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing target unless ``overwrite``; call before training so no work is lost."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise RunDirError(f"{target} exists already; pass --overwrite to replace it, or choose another --out")
+    if target.exists() and not target.is_dir():
+        raise RunDirError(f"{target} exists and is not a directory; remove it or choose another --out")
+    return target
+
+
+def write_atomically(target: str | Path, fill: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Call ``fill(tmp)`` on a temporary sibling of ``target``, then rename it into place.
+
+    A crash or Ctrl-C during ``fill`` leaves ``target`` untouched (and removes the temporary directory).
+    """
+    target = check_writable(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        fill(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_manifest(run_dir: str | Path) -> dict:
+    """Read and check ``lorafit.json``; clear errors for a missing, foreign, incomplete or newer directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory not found: {run_dir}")
+    manifest_path = run_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise RunDirError(f"{run_dir} is not a lorafit run directory (no {MANIFEST}); "
+                          "pass the --out directory of a `lorafit train` run")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{manifest_path} is not valid JSON ({exc}); the run directory is damaged") from None
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise RunDirError(f"{manifest_path} has no integer format_version; the run directory is damaged")
+    if version > FORMAT_VERSION:
+        raise RunDirError(f"{run_dir} has run-directory format {version}, newer than this lorafit reads "
+                          f"({FORMAT_VERSION}); upgrade lorafit: pip install -U lorafit")
+    missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
+    if missing:
+        raise RunDirError(f"{run_dir} is incomplete: missing {', '.join(missing)}")
+    return manifest
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    """``metrics.json`` of a run directory, or an empty dict when absent."""
+    path = Path(run_dir) / METRICS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

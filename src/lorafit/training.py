@@ -1,0 +1,203 @@
+"""The training loop: probe-initialised head, length-bucketed batches, bf16 autocast, periodic
+evaluation, early stopping and restoring the best checkpoint. Runs through Accelerate.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from lorafit import metrics
+from lorafit.batching import bucketed_batches, collate
+from lorafit.config import TrainConfig
+from lorafit.data import Encoded
+from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision
+from lorafit.models import LoraClassifier, count_parameters
+from lorafit.probe import fit_probe, init_head
+
+logger = logging.getLogger(__name__)
+
+
+class Callback:
+    """Hooks the CLI uses to show progress; the library itself only logs."""
+
+    def on_train_begin(self, total_steps: int, trainable: int, total: int) -> None: ...
+    def on_phase(self, name: str) -> None: ...
+    def on_step(self, step: int, loss: float) -> None: ...
+    def on_evaluate(self, record: dict) -> None: ...
+    def on_train_end(self, result: "TrainResult") -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """What happened during training: the evaluation history and where the best checkpoint came from."""
+
+    history: list[dict] = field(default_factory=list)
+    best_metric: float = float("nan")
+    best_step: int = 0
+    best_epoch: float = 0.0
+    steps: int = 0
+    stopped_early: bool = False
+    precision: str = "fp32"
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    train_samples: int = 0
+    train_seconds: float = 0.0
+    train_samples_per_second: float = 0.0
+    probe_seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Best:
+    metric: float = -math.inf
+    step: int = 0
+    epoch: float = 0.0
+    state: dict = field(default_factory=dict)
+    bad_evals: int = 0
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float):
+    warmup = int(round(total * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    """Fits a :class:`LoraClassifier` on encoded data. One instance per training run."""
+
+    def __init__(self, model: LoraClassifier, config: TrainConfig, pad_id: int,
+                 callback: Callback | None = None) -> None:
+        from accelerate import Accelerator
+
+        self.config = config
+        self.pad_id = pad_id
+        self.callback = callback or Callback()
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.device = self.accelerator.device
+        self.precision = resolve_precision(config.precision, self.device)
+        self.model = model.to(self.device)
+
+    def evaluate(self, encoded: Encoded, label_ids: np.ndarray, n_labels: int) -> dict[str, float]:
+        logits = forward_all(self.model, encoded, self.pad_id, self.config.eval_batch_size, INFERENCE_PRECISION,
+                             self.device)
+        return metrics.headline(label_ids, logits.argmax(1), n_labels)
+
+    def init_head_from_probe(self, train: Encoded, train_y: np.ndarray, n_labels: int) -> float:
+        """Fit the probe on frozen embeddings and copy it into the head; returns seconds spent."""
+        start = time.perf_counter()
+        self.callback.on_phase("probe")
+        features = forward_all(self.model, train, self.pad_id, self.config.eval_batch_size, self.precision,
+                               self.device, method="embed")
+        weight, bias = fit_probe(features, train_y, n_labels, seed=self.config.seed)
+        init_head(self.model.head, weight, bias)
+        return time.perf_counter() - start
+
+    def fit(self, train: Encoded, train_y: np.ndarray, val: Encoded, val_y: np.ndarray,
+            n_labels: int) -> TrainResult:
+        """Train, evaluating on ``val``; the best checkpoint by ``config.metric`` is restored at the end."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        wall = time.perf_counter()
+        result = TrainResult(precision=self.precision, train_samples=len(train))
+        result.trainable_parameters, result.total_parameters = count_parameters(self.model)
+        if cfg.probe_init:
+            result.probe_seconds = self.init_head_from_probe(train, train_y, n_labels)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        scheduler = _schedule(optimizer, total, cfg.warmup_ratio)
+        model, optimizer = self.accelerator.prepare(self.model, optimizer)
+        self.callback.on_train_begin(total, result.trainable_parameters, result.total_parameters)
+        best = _Best()
+        if cfg.probe_init:
+            self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels)
+        labels = torch.as_tensor(train_y, dtype=torch.long)
+        step, seen, losses = 0, 0, []
+        model.train()
+        self.callback.on_phase("train")
+        for epoch in range(cfg.epochs):
+            for index in bucketed_batches(train.lengths, cfg.batch_size, rng):
+                batch = {k: v.to(self.device) for k, v in collate(train, index, self.pad_id).items()}
+                with autocast(self.precision, self.device):
+                    logits = model(**batch)
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels[index].to(self.device))
+                self.accelerator.backward(loss)
+                self.accelerator.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step, seen = step + 1, seen + len(index)
+                losses.append(float(loss.detach()))
+                self.callback.on_step(step, losses[-1])
+                if isinstance(cfg.eval_every, int) and step % cfg.eval_every == 0 and step < total:
+                    if self._record(result, best, step, step / steps_per_epoch, np.mean(losses), val, val_y, n_labels):
+                        break
+                    losses = []
+            else:
+                if cfg.eval_every == "epoch" or step == total:
+                    if self._record(result, best, step, float(epoch + 1), np.mean(losses), val, val_y, n_labels):
+                        break
+                    losses = []
+                continue
+            break
+        result.train_seconds = time.perf_counter() - wall
+        result.steps = step
+        result.train_samples_per_second = seen / max(result.train_seconds - result.probe_seconds, 1e-9)
+        self._restore(best, result)
+        result.peak_memory_mb = peak_memory_mb()
+        self.callback.on_train_end(result)
+        return result
+
+    def _record(self, result: TrainResult, best: _Best, step: int, epoch: float, loss: float,
+                val: Encoded, val_y: np.ndarray, n_labels: int) -> bool:
+        """Evaluate, keep the best state, and return True when early stopping says stop."""
+        scores = self.evaluate(val, val_y, n_labels)
+        record = {"step": step, "epoch": round(epoch, 3), "train_loss": None if np.isnan(loss) else float(loss),
+                  **{f"val_{k}": v for k, v in scores.items()}}
+        result.history.append(record)
+        self.callback.on_evaluate(record)
+        value = scores[self.config.metric]
+        if value > best.metric:
+            best.metric, best.step, best.epoch, best.bad_evals = value, step, epoch, 0
+            best.state = _trainable_state(self.model)
+        else:
+            best.bad_evals += 1
+        stop = self.config.patience > 0 and best.bad_evals >= self.config.patience
+        result.stopped_early = stop
+        if stop:
+            logger.info("early stopping at step %d: %s did not improve for %d evaluations",
+                        step, self.config.metric, best.bad_evals)
+        return stop
+
+    def _restore(self, best: _Best, result: TrainResult) -> None:
+        if best.state:
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for name, value in best.state.items():
+                    params[name].copy_(value)
+        result.best_metric, result.best_step, result.best_epoch = best.metric, best.step, best.epoch
