@@ -16,7 +16,10 @@ $(BIN)/lorafit: pyproject.toml constraints.txt
 install: $(BIN)/lorafit
 
 demo: install
-	$(BIN)/python examples/demo.py
+	$(BIN)/lorafit train examples/banking77/train.csv --out runs/demo --overwrite
+	$(BIN)/lorafit evaluate runs/demo examples/banking77/test.csv
+	$(BIN)/lorafit predict runs/demo --top-k 3 "I still have not received my new card" \
+		"Can I top up with Apple Pay?" "Why was I charged a fee for my transfer?"
 
 test: install
 	$(BIN)/python -m pytest -q tests

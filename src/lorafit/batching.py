@@ -29,7 +29,7 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     return batches
 
 
-def sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int = 16384) -> list[np.ndarray]:
+def sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int = 4096) -> list[np.ndarray]:
     """Inference batches sorted by length; short texts go in bigger batches (bounded by ``max_tokens``)."""
     order = np.argsort(lengths, kind="stable")
     batches: list[np.ndarray] = []

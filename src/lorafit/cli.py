@@ -96,6 +96,7 @@ def evaluate(
     text_column: Annotated[Optional[str], typer.Option(help="Text column (default: the one used in training).")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column (default: the one used in training).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    classes: Annotated[int, typer.Option(min=0, help="Rows of the per-class table (worst F1 first); --json has all.")] = 15,
 ) -> None:
     """Accuracy, macro-F1, per-class metrics and the confusion matrix of RUN_DIR on DATA."""
     from lorafit import Classifier
@@ -110,7 +111,7 @@ def evaluate(
     if as_json:
         out.print_json(json.dumps(result))
         return
-    for table in evaluation_tables(result):
+    for table in evaluation_tables(result, classes):
         out.print(table)
     if result["unknown_labels"]:
         err.print(f"[yellow]warning:[/yellow] {result['unknown_label_rows']} row(s) have labels the model never saw "
@@ -125,6 +126,7 @@ def predict(
     input_file: Annotated[Optional[Path], typer.Option("--input", "-i", help="File of texts (.csv, .tsv, .jsonl, .parquet).")] = None,
     output_file: Annotated[Optional[Path], typer.Option("--output", help="Write predictions to .csv or .jsonl (default: stdout, JSON lines).")] = None,
     text_column: Annotated[Optional[str], typer.Option(help="Text column of --input (default: the one used in training).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K most probable labels in `probabilities` (default: all).")] = None,
 ) -> None:
     """Label, score and the full probability distribution for each text, in input order."""
     from lorafit import Classifier
@@ -137,7 +139,7 @@ def predict(
         raise ConfigError("give texts as arguments or --input FILE, not both")
     clf = Classifier.load(run_dir)
     items = texts or read_texts(input_file, text_column or clf.data_config.text_column)
-    records = prediction_records(clf, items)
+    records = prediction_records(clf, items, top_k)
     if output_file is None:
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s")
     for noisy in ("transformers", "peft", "accelerate", "datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     import click
 
     try:

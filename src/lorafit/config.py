@@ -113,7 +113,7 @@ class TrainConfig:
     """Validation metric that picks the best checkpoint: ``accuracy`` or ``macro_f1``."""
     precision: str = "auto"
     """``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where the CPU/GPU supports it natively)."""
-    eval_batch_size: int = 128
+    eval_batch_size: int = 256
     """Examples per batch when evaluating and predicting."""
 
     def __post_init__(self) -> None:

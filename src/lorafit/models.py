@@ -8,9 +8,11 @@ different (CLS-pooler) head.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -76,7 +78,7 @@ def weights_hash(module: nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+        digest.update(memoryview(tensor.detach().to(torch.float32).contiguous().numpy()).cast("B"))
     return digest.hexdigest()[:16]
 
 
@@ -157,7 +159,8 @@ def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settin
     _set_label_maps(encoder, labels)
     attach_head(encoder, len(labels))
     encoder.name_or_path = base_reference
-    peft_model = get_peft_model(encoder, lora_config(encoder, settings))
+    with _quiet_peft():
+        peft_model = get_peft_model(encoder, lora_config(encoder, settings))
     peft_model.peft_config["default"].base_model_name_or_path = base_reference
     return LoraClassifier(peft_model, pooling)
 
@@ -168,8 +171,17 @@ def load_classifier(encoder: nn.Module, run_dir: str | Path, labels: list[str], 
 
     _set_label_maps(encoder, labels)
     attach_head(encoder, len(labels))
-    peft_model = PeftModel.from_pretrained(encoder, str(run_dir), is_trainable=False)
+    with _quiet_peft():
+        peft_model = PeftModel.from_pretrained(encoder, str(run_dir), is_trainable=False)
     return LoraClassifier(peft_model.eval(), pooling)
+
+
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft calls a transformers method that v5 deprecates; the warning is theirs, not the user's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _set_label_maps(encoder: nn.Module, labels: list[str]) -> None:

@@ -13,20 +13,27 @@ CHUNK = 4096
 """Texts classified per call, so probabilities of huge files are not all held at once."""
 
 
-def prediction_records(clf, texts: list[str]) -> list[dict]:
-    """One dict per text: ``text``, ``label``, ``score`` and ``probabilities`` by label name."""
+def prediction_records(clf, texts: list[str], top_k: int | None = None) -> list[dict]:
+    """One dict per text: ``text``, ``label``, ``score`` and ``probabilities`` by label name.
+
+    ``probabilities`` holds every label in ``classes_`` order, or the ``top_k`` most probable, best first.
+    """
     records = []
     for start in range(0, len(texts), CHUNK):
         chunk = texts[start:start + CHUNK]
         for text, row in zip(chunk, clf.predict_proba(chunk)):
             best = int(row.argmax())
+            order = range(len(row)) if top_k is None else row.argsort()[::-1][:top_k]
             records.append({"text": text, "label": clf.classes_[best], "score": float(row[best]),
-                            "probabilities": {label: float(p) for label, p in zip(clf.classes_, row)}})
+                            "probabilities": {clf.classes_[i]: float(row[i]) for i in order}})
     return records
 
 
 def write_predictions(path: str | Path, records: list[dict], labels: list[str]) -> None:
-    """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...)."""
+    """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...).
+
+    The file appears whole or not at all (written to a temporary sibling, then renamed).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
@@ -42,8 +49,8 @@ def write_predictions(path: str | Path, records: list[dict], labels: list[str]) 
                 writer = csv.writer(handle)
                 writer.writerow(["text", "label", "score"] + [f"p_{label}" for label in labels])
                 for r in records:
-                    writer.writerow([r["text"], r["label"], f"{r['score']:.6f}"]
-                                    + [f"{r['probabilities'][label]:.6f}" for label in labels])
+                    writer.writerow([r["text"], r["label"], f"{r['score']:.6g}"]
+                                    + [f"{r['probabilities'].get(label, float('nan')):.6g}" for label in labels])
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

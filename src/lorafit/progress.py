@@ -69,20 +69,20 @@ def summary_table(clf) -> Table:
     return table
 
 
-def evaluation_tables(result: dict) -> list[Table]:
+def evaluation_tables(result: dict, max_classes: int = 15) -> list[Table]:
     """A headline table and a per-class table (worst F1 first) for ``lorafit evaluate``."""
     head = Table(title=f"evaluation on {result['data']['source']} ({result['n']} rows)")
     for column in ("accuracy", "macro-F1", "classes"):
         head.add_column(column, justify="right")
     head.add_row(f"{100 * result['accuracy']:.2f}%", f"{100 * result['macro_f1']:.2f}%", str(len(result["labels"])))
-    per = Table(title="per class (worst F1 first)")
+    shown = [kv for kv in sorted(result["per_class"].items(), key=lambda kv: (kv[1]["f1"], kv[0]))
+             if kv[1]["support"] or kv[1]["precision"]]
+    per = Table(title=f"per class, worst F1 first ({min(max_classes, len(shown))} of {len(shown)})")
     for column in ("label", "precision", "recall", "F1", "support"):
         per.add_column(column, justify="right" if column != "label" else "left")
-    rows = sorted(result["per_class"].items(), key=lambda kv: (kv[1]["f1"], kv[0]))
-    for label, s in rows:
-        if s["support"] or s["precision"]:
-            per.add_row(label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
-    return [head, per]
+    for label, s in shown[:max_classes]:
+        per.add_row(label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
+    return [head, per] if max_classes else [head]
 
 
 def info_table(manifest: dict, metrics: dict) -> Table:
