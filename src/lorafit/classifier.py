@@ -12,7 +12,7 @@ from lorafit import __version__, card, metrics
 from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, to_dict
 from lorafit.data import Encoded, LabeledData, check_trainable, label_order, stratified_split, tokenize
 from lorafit.errors import ConfigError, DataError, RunDirError
-from lorafit.inference import INFERENCE_PRECISION, forward_all, softmax
+from lorafit.inference import INFERENCE_PRECISION, forward_all, softmax, token_batches
 from lorafit.models import build_classifier, load_classifier, load_encoder, resolve_model, weights_hash
 from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
     write_atomically, write_json
@@ -92,9 +92,12 @@ class Classifier:
             train_idx, val_idx = stratified_split(labels, self.data_config.validation_fraction, self.train_config.seed)
             train_data, val_data = data.subset(train_idx), data.subset(val_idx)
         else:
+            val_texts, val_labels = _check_texts(validation[0], "validation texts"), [str(x) for x in validation[1]]
+            if len(val_texts) != len(val_labels) or not val_texts:
+                raise DataError(f"validation has {len(val_texts)} texts and {len(val_labels)} labels; they must "
+                                "pair up, and there must be at least one")
             train_data = data
-            val_data = LabeledData(_check_texts(validation[0], "validation texts"),
-                                   [str(x) for x in validation[1]], "validation data")
+            val_data = LabeledData(val_texts, val_labels, "validation data")
         return self._fit(train_data, val_data, callback)
 
     def fit_files(self, train_path: str | Path, validation_path: str | Path | None = None,
@@ -127,6 +130,10 @@ class Classifier:
         if callback:
             callback.on_phase("load")
         encoder, self.tokenizer = load_encoder(cfg.model)
+        limit = getattr(encoder.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and cfg.max_length > limit:
+            raise ConfigError(f"max_length {cfg.max_length} is longer than {cfg.model!r} accepts ({limit} tokens); "
+                              f"pass --max-length {limit} or less")
         self.base = {"name": cfg.model, "path": resolve_model(cfg.model), "hash": weights_hash(encoder)}
         self.model = build_classifier(encoder, self.classes_, cfg.pooling, self.lora, self.base["path"])
         if callback:
@@ -164,8 +171,8 @@ class Classifier:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         encoded = tokenize(self.tokenizer, texts, self.train_config.max_length)
         device = next(self.model.parameters()).device
-        return forward_all(self.model, encoded, self.tokenizer.pad_token_id, self.train_config.eval_batch_size,
-                           INFERENCE_PRECISION, device, method=method)
+        return forward_all(self.model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id),
+                           self.train_config.eval_batch_size, INFERENCE_PRECISION, device, method=method)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order.
@@ -258,4 +265,5 @@ class Classifier:
         clf.model = load_classifier(encoder, path, clf.classes_, manifest["pooling"])
         clf.base, clf.temperature = base, float(manifest.get("calibration", {}).get("temperature", 1.0))
         clf.metrics_, clf.data_summary = read_metrics(path), manifest.get("data", {})
+        clf._train_precision = manifest.get("train_precision", clf._train_precision)
         return clf

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lorafit.errors import ConfigError, LorafitError
@@ -179,12 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()
     import click
 
+    # typer >= 0.2x vendors click: its usage errors and Abort are not click's classes.
+    usage_errors = (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException))
+    aborts = (click.exceptions.Abort, typer.Abort)
     try:
-        app(args=args, standalone_mode=False)
-    except click.exceptions.ClickException as exc:  # usage errors: click's own message and exit code 2
+        code = app(args=args, standalone_mode=False)
+    except usage_errors as exc:  # usage errors: click's own message and exit code 2
         exc.show()
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *aborts):
         if debug:
             raise
         err.print("interrupted; nothing was written")
@@ -192,11 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     except (LorafitError, OSError) as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except Exception as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                  highlight=False)
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --debug for the traceback)",
+                  highlight=False, soft_wrap=True)
         sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C into Exit(130) and, not standalone, returns it instead of raising
+        err.print("interrupted; nothing was written")
+        sys.exit(130)

@@ -130,7 +130,7 @@ def label_order(labels: list[str]) -> list[str]:
     """Distinct labels in a stable order: numerically if all are integers, else alphabetically."""
     distinct = set(labels)
     if all(_INTEGER.match(label) for label in distinct):
-        return sorted(distinct, key=int)
+        return sorted(distinct, key=lambda label: (int(label), label))
     return sorted(distinct)
 
 

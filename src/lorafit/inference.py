@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -37,20 +38,25 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def token_batches(encoded: Encoded, pad_id: int) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
+    """A batch maker over tokenised texts (for :func:`forward_all` and training)."""
+    return lambda index: collate(encoded, index, pad_id)
+
+
 @torch.inference_mode()
-def forward_all(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int, precision: str,
-                device: torch.device, method: str = "forward") -> np.ndarray:
+def forward_all(model: torch.nn.Module, lengths: np.ndarray, make_batch: Callable[[np.ndarray], dict],
+                batch_size: int, precision: str, device: torch.device, method: str = "forward") -> np.ndarray:
     """Run ``model.<method>`` over every row in length-sorted batches; rows come back in input order."""
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
     try:
-        for index in sorted_batches(encoded.lengths, batch_size):
-            batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id).items()}
+        for index in sorted_batches(lengths, batch_size):
+            batch = {k: v.to(device) for k, v in make_batch(index).items()}
             with autocast(precision, device):
                 values = getattr(model, method)(**batch).float().cpu().numpy()
             if out is None:
-                out = np.zeros((len(encoded), values.shape[1]), dtype=np.float32)
+                out = np.zeros((len(lengths), values.shape[1]), dtype=np.float32)
             out[index] = values
     finally:
         model.train(was_training)

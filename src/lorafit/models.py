@@ -78,7 +78,7 @@ def weights_hash(module: nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(memoryview(tensor.detach().to(torch.float32).contiguous().numpy()).cast("B"))
+        digest.update(tensor.detach().to(torch.float32).contiguous().numpy())  # buffer protocol, no copy
     return digest.hexdigest()[:16]
 
 
@@ -124,24 +124,44 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 
 
 class LoraClassifier(nn.Module):
-    """A peft-wrapped encoder, a pooling rule and the linear head: ``forward`` returns logits."""
+    """A peft-wrapped encoder, a pooling rule and the linear head: ``forward`` returns logits.
 
-    def __init__(self, peft_model: nn.Module, pooling: str) -> None:
+    Inputs are token ids (``input_ids``, ``attention_mask``, ...) or, when the bottom blocks are
+    frozen and cached (see :mod:`lorafit.cache`), the hidden states entering block ``split``
+    (``inputs_embeds``, ``attention_mask``).
+    """
+
+    def __init__(self, peft_model: nn.Module, pooling: str, split: int = 0) -> None:
         super().__init__()
         self.peft_model = peft_model
         self.pooling = pooling
+        self.split = split
+        self._top: list[nn.Module] = []  # built on first use; a list so it is not a registered submodule
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The base encoder with LoRA layers injected (and the head attached as ``classifier``)."""
+        return self.peft_model.base_model.model
 
     @property
     def head(self) -> nn.Module:
         """The linear head (peft's ModulesToSaveWrapper around ``classifier``)."""
-        return self.peft_model.base_model.model.classifier
+        return self.encoder.classifier
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
-        hidden = self.peft_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+    def embed(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
+              inputs_embeds: torch.Tensor | None = None, **extra: torch.Tensor) -> torch.Tensor:
+        if inputs_embeds is not None:
+            if not self._top:
+                from lorafit.cache import top_model
+
+                self._top.append(top_model(self.encoder, self.split))
+            hidden = self._top[0](inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        else:
+            hidden = self.peft_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         return pool(hidden, attention_mask, self.pooling)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask, **extra))
+    def forward(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(attention_mask, **inputs))
 
 
 def attach_head(encoder: nn.Module, num_labels: int) -> None:
@@ -152,7 +172,7 @@ def attach_head(encoder: nn.Module, num_labels: int) -> None:
 
 
 def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settings: LoraSettings,
-                     base_reference: str) -> LoraClassifier:
+                     base_reference: str, cache_frozen: bool = True) -> LoraClassifier:
     """Wrap ``encoder`` with LoRA and a head for ``labels``; only LoRA and head parameters train."""
     from peft import get_peft_model
 
@@ -162,7 +182,11 @@ def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settin
     with _quiet_peft():
         peft_model = get_peft_model(encoder, lora_config(encoder, settings))
     peft_model.peft_config["default"].base_model_name_or_path = base_reference
-    return LoraClassifier(peft_model, pooling)
+    from lorafit.cache import split_layer
+
+    # bias='all' makes the bottom blocks' biases trainable too, so they are not frozen and cannot be cached.
+    split = split_layer(encoder, settings.layers_to_transform) if cache_frozen and settings.bias != "all" else 0
+    return LoraClassifier(peft_model, pooling, split)
 
 
 def load_classifier(encoder: nn.Module, run_dir: str | Path, labels: list[str], pooling: str) -> LoraClassifier:

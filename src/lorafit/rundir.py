@@ -23,7 +23,16 @@ def check_writable(target: str | Path, overwrite: bool) -> Path:
         raise RunDirError(f"{target} exists already; pass --overwrite to replace it, or choose another --out")
     if target.exists() and not target.is_dir():
         raise RunDirError(f"{target} exists and is not a directory; remove it or choose another --out")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+        raise RunDirError(f"{target} is not a lorafit run directory (no {MANIFEST}); --overwrite only replaces "
+                          "run directories: remove it yourself or choose another --out")
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_atomically(target: str | Path, fill: Callable[[Path], None], overwrite: bool = False) -> Path:
@@ -36,6 +45,7 @@ def write_atomically(target: str | Path, fill: Callable[[Path], None], overwrite
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         fill(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(old)

@@ -7,16 +7,18 @@ import logging
 import math
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from lorafit import metrics
-from lorafit.batching import bucketed_batches, collate
+from lorafit.batching import bucketed_batches
 from lorafit.config import TrainConfig
 from lorafit.data import Encoded
-from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision
+from lorafit.cache import build_cache
+from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
 from lorafit.models import LoraClassifier, count_parameters
 from lorafit.probe import fit_probe, init_head
 
@@ -49,7 +51,10 @@ class TrainResult:
     train_samples: int = 0
     train_seconds: float = 0.0
     train_samples_per_second: float = 0.0
-    probe_seconds: float = 0.0
+    prepare_seconds: float = 0.0
+    """Caching frozen blocks and fitting the probe head, before the first optimisation step."""
+    cached_layers: int = 0
+    """Bottom encoder blocks computed once and cached (0: none)."""
     peak_memory_mb: float = 0.0
 
     def to_dict(self) -> dict:
@@ -85,6 +90,17 @@ def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass
+class Source:
+    """Training or validation inputs: row lengths and a function that builds the batch of given rows."""
+
+    lengths: np.ndarray
+    make_batch: Callable[[np.ndarray], dict[str, torch.Tensor]]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
 class Trainer:
     """Fits a :class:`LoraClassifier` on encoded data. One instance per training run."""
 
@@ -100,32 +116,48 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
 
-    def evaluate(self, encoded: Encoded, label_ids: np.ndarray, n_labels: int) -> dict[str, float]:
-        logits = forward_all(self.model, encoded, self.pad_id, self.config.eval_batch_size, INFERENCE_PRECISION,
-                             self.device)
-        return metrics.headline(label_ids, logits.argmax(1), n_labels)
+    def _run(self, source: Source, precision: str, method: str = "forward") -> np.ndarray:
+        return forward_all(self.model, source.lengths, source.make_batch, self.config.eval_batch_size, precision,
+                           self.device, method=method)
 
-    def init_head_from_probe(self, train: Encoded, train_y: np.ndarray, n_labels: int) -> float:
-        """Fit the probe on frozen embeddings and copy it into the head; returns seconds spent."""
-        start = time.perf_counter()
+    def evaluate(self, source: Source, label_ids: np.ndarray, n_labels: int) -> dict[str, float]:
+        """Headline metrics on ``source``, in fp32 like ``lorafit evaluate``."""
+        return metrics.headline(label_ids, self._run(source, INFERENCE_PRECISION).argmax(1), n_labels)
+
+    def sources(self, train: Encoded, val: Encoded) -> tuple[Source, Source]:
+        """Token batches, or, when the bottom blocks are frozen, batches of their cached output."""
+        split = self.model.split
+        if not split:
+            return (Source(train.lengths, token_batches(train, self.pad_id)),
+                    Source(val.lengths, token_batches(val, self.pad_id)))
+        self.callback.on_phase("cache")
+        size = self.config.eval_batch_size
+        train_cache = build_cache(self.model.encoder, train, split, self.pad_id, size, self.precision, self.device)
+        val_cache = build_cache(self.model.encoder, val, split, self.pad_id, size, INFERENCE_PRECISION, self.device)
+        logger.info("cached the output of the %d frozen bottom block(s) for %d + %d texts", split, len(train), len(val))
+        return (Source(train.lengths, lambda index: train_cache.batch(index, torch.float32)),
+                Source(val.lengths, lambda index: val_cache.batch(index, torch.float32)))
+
+    def init_head_from_probe(self, train: Source, train_y: np.ndarray, n_labels: int) -> None:
+        """Fit a logistic regression on the frozen embeddings and copy it into the head."""
         self.callback.on_phase("probe")
-        features = forward_all(self.model, train, self.pad_id, self.config.eval_batch_size, self.precision,
-                               self.device, method="embed")
+        features = self._run(train, self.precision, method="embed")
         weight, bias = fit_probe(features, train_y, n_labels, seed=self.config.seed)
         init_head(self.model.head, weight, bias)
-        return time.perf_counter() - start
 
-    def fit(self, train: Encoded, train_y: np.ndarray, val: Encoded, val_y: np.ndarray,
+    def fit(self, train_tokens: Encoded, train_y: np.ndarray, val_tokens: Encoded, val_y: np.ndarray,
             n_labels: int) -> TrainResult:
-        """Train, evaluating on ``val``; the best checkpoint by ``config.metric`` is restored at the end."""
+        """Train, evaluating on the validation data; the best checkpoint by ``config.metric`` is restored."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         wall = time.perf_counter()
-        result = TrainResult(precision=self.precision, train_samples=len(train))
+        result = TrainResult(precision=self.precision, train_samples=len(train_tokens), cached_layers=self.model.split)
         result.trainable_parameters, result.total_parameters = count_parameters(self.model)
+        train, val = self.sources(train_tokens, val_tokens)
         if cfg.probe_init:
-            result.probe_seconds = self.init_head_from_probe(train, train_y, n_labels)
+            self.init_head_from_probe(train, train_y, n_labels)
+        result.prepare_seconds = time.perf_counter() - wall
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -142,7 +174,7 @@ class Trainer:
         self.callback.on_phase("train")
         for epoch in range(cfg.epochs):
             for index in bucketed_batches(train.lengths, cfg.batch_size, rng):
-                batch = {k: v.to(self.device) for k, v in collate(train, index, self.pad_id).items()}
+                batch = {k: v.to(self.device) for k, v in train.make_batch(index).items()}
                 with autocast(self.precision, self.device):
                     logits = model(**batch)
                 loss = torch.nn.functional.cross_entropy(logits.float(), labels[index].to(self.device))
@@ -167,14 +199,14 @@ class Trainer:
             break
         result.train_seconds = time.perf_counter() - wall
         result.steps = step
-        result.train_samples_per_second = seen / max(result.train_seconds - result.probe_seconds, 1e-9)
+        result.train_samples_per_second = seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
         self._restore(best, result)
         result.peak_memory_mb = peak_memory_mb()
         self.callback.on_train_end(result)
         return result
 
     def _record(self, result: TrainResult, best: _Best, step: int, epoch: float, loss: float,
-                val: Encoded, val_y: np.ndarray, n_labels: int) -> bool:
+                val: Source, val_y: np.ndarray, n_labels: int) -> bool:
         """Evaluate, keep the best state, and return True when early stopping says stop."""
         scores = self.evaluate(val, val_y, n_labels)
         record = {"step": step, "epoch": round(epoch, 3), "train_loss": None if np.isnan(loss) else float(loss),

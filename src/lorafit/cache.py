@@ -1,0 +1,101 @@
+"""Caching what is frozen: when LoRA sits only in the top encoder layers, the layers below never
+change, so their output is computed once per text and every epoch runs only the top layers.
+
+Works for encoders that keep their blocks in ``encoder.layer`` (BERT, RoBERTa, XLM-R, ELECTRA, ...)
+or ``transformer.layer`` (DistilBERT) and accept ``inputs_embeds``; other models train uncached.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from lorafit.batching import collate, sorted_batches
+from lorafit.data import Encoded
+from lorafit.inference import autocast
+
+logger = logging.getLogger(__name__)
+
+
+def block_list(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """``(parent, attribute)`` of the model's list of transformer blocks, or None when unknown."""
+    for parent_name in ("encoder", "transformer"):
+        parent = getattr(model, parent_name, None)
+        if isinstance(getattr(parent, "layer", None), nn.ModuleList):
+            return parent, "layer"
+    return None
+
+
+def split_layer(model: nn.Module, layers_to_transform: list[int] | None) -> int:
+    """How many bottom blocks are frozen and cacheable (0: nothing to cache, or an unsupported model)."""
+    if not layers_to_transform or block_list(model) is None or not hasattr(model, "embeddings"):
+        return 0
+    return min(layers_to_transform)
+
+
+class _PassThrough(nn.Module):
+    """Stands in for the embeddings: the cached hidden states come in as ``inputs_embeds``."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, **_: object) -> torch.Tensor:
+        return inputs_embeds
+
+
+def top_model(model: nn.Module, split: int) -> nn.Module:
+    """A view of ``model`` that starts at block ``split``: same block objects (and LoRA), no embeddings."""
+    parent, attr = block_list(model)
+    view = copy.copy(model)
+    view._modules = dict(model._modules)
+    new_parent = copy.copy(parent)
+    new_parent._modules = dict(parent._modules)
+    new_parent._modules[attr] = nn.ModuleList(list(getattr(parent, attr))[split:])
+    for name, module in model._modules.items():
+        if module is parent:
+            view._modules[name] = new_parent
+    view._modules["embeddings"] = _PassThrough()
+    if "pooler" in view._modules:
+        view._modules["pooler"] = None
+    return view
+
+
+class PrefixCache:
+    """The hidden states entering block ``split`` for every text, stored flat (tokens x hidden)."""
+
+    def __init__(self, states: torch.Tensor, offsets: np.ndarray, lengths: np.ndarray) -> None:
+        self.states, self.offsets, self.lengths = states, offsets, lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, index: np.ndarray, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Padded ``inputs_embeds`` and ``attention_mask`` for rows ``index``."""
+        rows = [self.states[self.offsets[i]:self.offsets[i] + self.lengths[i]] for i in index]
+        embeds = nn.utils.rnn.pad_sequence(rows, batch_first=True).to(dtype)
+        mask = torch.zeros(embeds.shape[:2], dtype=torch.long)
+        for j, i in enumerate(index):
+            mask[j, :self.lengths[i]] = 1
+        return {"inputs_embeds": embeds, "attention_mask": mask}
+
+
+@torch.inference_mode()
+def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, batch_size: int,
+                precision: str, device: torch.device) -> PrefixCache:
+    """Run the frozen bottom (embeddings and blocks below ``split``) once over every text."""
+    was_training = model.training
+    model.eval()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    offsets = np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]).astype(np.int64)
+    states = torch.empty((int(encoded.lengths.sum()), model.config.hidden_size), dtype=dtype)
+    try:
+        for index in sorted_batches(encoded.lengths, batch_size):
+            batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id).items()}
+            with autocast(precision, device):
+                hidden = model(**batch, output_hidden_states=True).hidden_states[split]
+            hidden = hidden.to(dtype).cpu()
+            for j, i in enumerate(index):
+                states[offsets[i]:offsets[i] + encoded.lengths[i]] = hidden[j, :encoded.lengths[i]]
+    finally:
+        model.train(was_training)
+    return PrefixCache(states, offsets, encoded.lengths)

@@ -1,0 +1,79 @@
+"""Caching frozen bottom blocks: with LoRA only in the top layers, training on cached hidden states must
+give the model that token-level inference (predict, evaluate, plain peft) sees."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_TRAIN
+from helpers import LABELS, make_texts
+from lorafit import Classifier
+from lorafit.batching import collate
+from lorafit.config import LoraSettings
+from lorafit.data import tokenize
+from lorafit.models import build_classifier, load_encoder
+
+cache = pytest.importorskip("lorafit.cache")
+
+
+def test_split_layer(tiny_model: str) -> None:
+    encoder, _ = load_encoder(tiny_model)
+    assert cache.split_layer(encoder, [1]) == 1
+    assert cache.split_layer(encoder, [0, 1]) == 0
+    assert cache.split_layer(encoder, None) == 0
+    assert cache.split_layer(torch.nn.Linear(2, 2), [1]) == 0  # no known block list: no caching
+
+
+def test_cached_forward_equals_token_forward(tiny_model: str) -> None:
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
+    assert model.split == 1
+    torch.manual_seed(3)
+    with torch.no_grad():  # make LoRA and the head non-trivial
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    texts, _ = make_texts(4, seed=2)
+    encoded = tokenize(tokenizer, texts, 64)
+    cached = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 5, "fp32", torch.device("cpu"))
+    model.eval()
+    index = np.array([3, 0, 7, 11, 1])
+    with torch.no_grad():
+        from_cache = model(**cached.batch(index, torch.float32))
+        from_tokens = model(**collate(encoded, index, tokenizer.pad_token_id))
+    torch.testing.assert_close(from_cache, from_tokens, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [None, [1]], ids=["uncached", "cached"])
+def test_recorded_validation_metric_is_reproduced_after_training(tiny_model: str, synthetic,
+                                                                 layers: list[int] | None) -> None:
+    """The best checkpoint's recorded validation scores equal evaluate() on the same data afterwards."""
+    val_texts, val_labels = make_texts(8, seed=21)
+    clf = Classifier(model=tiny_model, layers_to_transform=layers, **{**TINY_TRAIN, "epochs": 2})
+    clf.fit(*synthetic, validation=(val_texts, val_labels))
+    assert clf.metrics_.get("cached_layers", 1 if layers else 0) == (1 if layers else 0)
+    report = clf.evaluate(val_texts, val_labels)
+    assert clf.metrics_["validation"]["accuracy"] == pytest.approx(report["accuracy"])
+    assert clf.metrics_["validation"]["macro_f1"] == pytest.approx(report["macro_f1"])
+
+
+def test_cached_training_trains_the_top_layers_only(tiny_model: str, synthetic) -> None:
+    clf = Classifier(model=tiny_model, layers_to_transform=[1], **{**TINY_TRAIN, "epochs": 1, "probe_init": False})
+    clf.fit(*synthetic)
+    lora_b = {n: p for n, p in clf.model.named_parameters() if "lora_B" in n}
+    assert lora_b and all(".layer.1." in n for n in lora_b)
+    assert all(p.abs().sum() > 0 for p in lora_b.values())
+
+
+def test_every_trainable_parameter_trains_with_caching(tiny_model: str, synthetic) -> None:
+    """bias='all' makes every bias trainable, the bottom blocks' included: caching them would freeze them."""
+    encoder, _ = load_encoder(tiny_model)
+    before = {n: p.detach().clone() for n, p in encoder.named_parameters()}
+    clf = Classifier(model=tiny_model, layers_to_transform=[1], bias="all",
+                     **{**TINY_TRAIN, "epochs": 1, "probe_init": False})
+    clf.fit(*synthetic)
+    frozen_but_trainable = [n for n, p in clf.model.named_parameters()
+                            if p.requires_grad and ".layer.0." in n and "bias" in n
+                            and torch.equal(p.detach(), before[n.split("base_model.model.", 1)[-1]])]
+    assert not frozen_but_trainable, frozen_but_trainable[:3]

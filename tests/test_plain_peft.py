@@ -1,0 +1,82 @@
+"""A run directory loads with plain transformers + peft and gives lorafit's probabilities.
+
+lorafit's head uses mean pooling, so the adapter's task type is FEATURE_EXTRACTION: peft's standard
+sequence-classification loader must refuse it (rather than answer with BERT's CLS-pooler head), and the
+short plain code below, as a user would write it, must reproduce ``Classifier.predict_proba``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lorafit import Classifier
+
+TEXTS = ["pizza and bread today", "we heard a new song on the piano", "the coach saw the team score a goal",
+         "cheese", "the old guitar and the ball"]
+
+
+def test_standard_sequence_classification_loader_refuses(run_dir: Path) -> None:
+    from peft import AutoPeftModelForSequenceClassification
+
+    with pytest.raises(ValueError, match="PeftModelForFeatureExtraction"):
+        AutoPeftModelForSequenceClassification.from_pretrained(str(run_dir))
+
+
+def plain_predict_proba(run_dir: str, texts: list[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """What a user writes to use a lorafit run without lorafit (transformers + peft only)."""
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    info = json.load(open(f"{run_dir}/lorafit.json"))
+    id2label = dict(enumerate(info["labels"]))
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    base = AutoModel.from_pretrained(info["base_model"]["path"])
+    base.classifier = torch.nn.Linear(base.config.hidden_size, len(id2label))
+    model = PeftModel.from_pretrained(base, run_dir).eval()
+
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=info["max_length"], return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+        if info["pooling"] == "mean":
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1)      # mean over real tokens
+        else:                                                  # "cls"
+            pooled = hidden[:, 0]
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)  # L2-normalise
+        logits = model.classifier(pooled)
+    probs = torch.softmax(logits / info["calibration"]["temperature"], dim=-1)
+    return probs.numpy(), id2label
+
+
+def test_plain_transformers_and_peft_reproduce_lorafit(run_dir: Path) -> None:
+    probs, id2label = plain_predict_proba(str(run_dir), TEXTS)
+    clf = Classifier.load(run_dir)
+    np.testing.assert_allclose(probs, clf.predict_proba(TEXTS), atol=1e-5)
+    assert list(id2label.values()) == clf.classes_
+    assert [id2label[i] for i in probs.argmax(1)] == clf.predict(TEXTS)
+
+
+def test_plain_code_reproduces_a_cls_pooled_run(tiny_model: str, synthetic, tmp_path: Path) -> None:
+    from conftest import TINY_TRAIN
+
+    clf = Classifier(model=tiny_model, pooling="cls", **{**TINY_TRAIN, "epochs": 1}).fit(*synthetic)
+    run = clf.save(tmp_path / "cls_run")
+    probs, _ = plain_predict_proba(str(run), TEXTS)
+    np.testing.assert_allclose(probs, clf.predict_proba(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(probs, Classifier.load(run).predict_proba(TEXTS), atol=1e-5)
+
+
+def test_plain_code_uses_the_trained_head_not_a_fresh_one(run_dir: Path) -> None:
+    """The head comes from the adapter file: two fresh random heads would give different answers."""
+    import torch
+
+    torch.manual_seed(1)
+    first, _ = plain_predict_proba(str(run_dir), TEXTS)
+    torch.manual_seed(2)
+    second, _ = plain_predict_proba(str(run_dir), TEXTS)
+    np.testing.assert_allclose(first, second, atol=1e-6)

@@ -1,0 +1,165 @@
+"""lorafit.training: the loop, periodic evaluation, early stopping with best-checkpoint restore, metrics."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import LABELS, make_texts
+from lorafit.config import LoraSettings, TrainConfig
+from lorafit.data import tokenize
+from lorafit.inference import bf16_supported, resolve_precision
+from lorafit.models import build_classifier, load_encoder
+from lorafit.training import Callback, Trainer
+
+
+def _trainer(tiny_model: str, n_per_class: int = 20, callback: Callback | None = None, **settings: object):
+    """A Trainer on fresh LoRA + head, with encoded train/validation data."""
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(), tiny_model)
+    config = TrainConfig(model=tiny_model, **{"precision": "fp32", "learning_rate": 5e-3, "batch_size": 8,
+                                              **settings})
+    texts, labels = make_texts(n_per_class, seed=0)
+    val_texts, val_labels = make_texts(3, seed=1)
+    data = (tokenize(tokenizer, texts, 64), np.array([LABELS.index(x) for x in labels]),
+            tokenize(tokenizer, val_texts, 64), np.array([LABELS.index(x) for x in val_labels]), len(LABELS))
+    return Trainer(model, config, tokenizer.pad_token_id, callback), data
+
+
+def _scripted_evaluate(trainer: Trainer, scores: list[float], snapshots: list[dict]) -> None:
+    """Make ``trainer.evaluate`` return ``scores`` in turn, and record the trainable state at each call."""
+    calls = iter(scores)
+
+    def evaluate(encoded, label_ids, n_labels):
+        snapshots.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
+        value = next(calls)
+        return {"accuracy": value, "macro_f1": value}
+
+    trainer.evaluate = evaluate
+
+
+@pytest.mark.parametrize("patience,scores,stop_at", [(1, [0.5, 0.9, 0.4, 0.95, 0.99, 0.99], 3),
+                                                     (2, [0.5, 0.9, 0.4, 0.3, 0.99, 0.99], 4)])
+def test_early_stopping_restores_the_best_checkpoint(tiny_model: str, patience: int, scores: list[float],
+                                                     stop_at: int) -> None:
+    trainer, data = _trainer(tiny_model, epochs=6, patience=patience, probe_init=False)
+    snapshots: list[dict] = []
+    _scripted_evaluate(trainer, scores, snapshots)
+    result = trainer.fit(*data)
+    steps_per_epoch = math.ceil(len(data[0]) / 8)
+
+    assert result.stopped_early
+    assert len(result.history) == stop_at and len(snapshots) == stop_at
+    assert result.steps == stop_at * steps_per_epoch < 6 * steps_per_epoch
+    assert result.best_metric == 0.9 and result.best_step == 2 * steps_per_epoch and result.best_epoch == 2.0
+    final = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert final.keys() == snapshots[1].keys()
+    for name, value in final.items():
+        assert torch.equal(value, snapshots[1][name]), name
+    # Training did move the weights after the best evaluation, so the restore is what put them back.
+    assert any(not torch.equal(snapshots[1][n], snapshots[-1][n]) for n in final)
+
+
+def test_patience_zero_never_stops_but_still_restores_the_best(tiny_model: str) -> None:
+    trainer, data = _trainer(tiny_model, epochs=3, patience=0, probe_init=False)
+    snapshots: list[dict] = []
+    _scripted_evaluate(trainer, [0.8, 0.2, 0.1], snapshots)
+    result = trainer.fit(*data)
+    assert not result.stopped_early and len(result.history) == 3
+    assert result.best_epoch == 1.0
+    for name, p in trainer.model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.detach(), snapshots[0][name])
+
+
+def test_eval_every_steps(tiny_model: str) -> None:
+    trainer, data = _trainer(tiny_model, epochs=2, eval_every="3", patience=0, probe_init=False)
+    result = trainer.fit(*data)
+    total = 2 * math.ceil(60 / 8)  # 16 steps
+    steps = [h["step"] for h in result.history]
+    assert steps == [3, 6, 9, 12, 15, 16]  # every 3 steps, and once at the end
+    assert all(s % 3 == 0 for s in steps[:-1]) and steps[-1] == total == result.steps
+    assert [h["epoch"] for h in result.history] == [round(s / 8, 3) for s in steps]
+    assert all(h["train_loss"] is not None and h["train_loss"] > 0 for h in result.history)
+
+
+def test_probe_start_is_evaluated_at_step_zero(tiny_model: str) -> None:
+    trainer, data = _trainer(tiny_model, epochs=1, patience=0, probe_init=True)
+    result = trainer.fit(*data)
+    assert [h["step"] for h in result.history] == [0, 8]
+    assert result.history[0]["train_loss"] is None and result.history[0]["epoch"] == 0.0
+
+
+def test_training_changes_only_trainable_weights(tiny_model: str) -> None:
+    trainer, data = _trainer(tiny_model, epochs=1, patience=0, probe_init=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.evaluate = lambda *a: {"accuracy": 1.0, "macro_f1": 1.0}  # keep the final weights as best
+    trainer.fit(*data)
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert changed and changed <= trainable
+    assert any("classifier" in n for n in changed)
+    lora_b = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # B starts at zero; training moved it
+
+
+def test_callback_hooks(tiny_model: str) -> None:
+    class Recorder(Callback):
+        def __init__(self) -> None:
+            self.events: list[tuple] = []
+
+        def on_train_begin(self, total_steps: int, trainable: int, total: int) -> None:
+            self.events.append(("begin", total_steps, trainable < total))
+
+        def on_phase(self, name: str) -> None:
+            self.events.append(("phase", name))
+
+        def on_step(self, step: int, loss: float) -> None:
+            self.events.append(("step", step))
+
+        def on_evaluate(self, record: dict) -> None:
+            self.events.append(("eval", record["step"]))
+
+        def on_train_end(self, result) -> None:
+            self.events.append(("end", result.steps))
+
+    recorder = Recorder()
+    trainer, data = _trainer(tiny_model, epochs=2, patience=0, probe_init=True, callback=recorder)
+    trainer.fit(*data)
+    kinds = [e[0] for e in recorder.events]
+    assert recorder.events[0] == ("phase", "probe") and ("begin", 16, True) in recorder.events
+    assert [e[1] for e in recorder.events if e[0] == "step"] == list(range(1, 17))
+    assert [e[1] for e in recorder.events if e[0] == "eval"] == [0, 8, 16]
+    assert recorder.events[-1] == ("end", 16) and kinds.count("end") == 1
+
+
+def test_bf16_training_runs_on_cpu(tiny_model: str) -> None:
+    trainer, data = _trainer(tiny_model, epochs=1, patience=0, probe_init=False, precision="bf16")
+    result = trainer.fit(*data)
+    assert result.precision == "bf16" and result.steps == 8
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)
+
+
+def test_auto_precision_follows_the_hardware() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if bf16_supported(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_metrics_json(run_dir: Path) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_samples_per_second"] > 0
+    assert metrics["train_wall_seconds"] > 0
+    assert metrics["peak_memory_mb"] > 10
+    history = metrics["history"]
+    assert [h["step"] for h in history] == [0, 6, 12, 18]  # probe, then 3 epochs of 81 rows at batch 16
+    assert all({"step", "epoch", "train_loss", "val_accuracy", "val_macro_f1"} <= set(h) for h in history)
+    best = next(h for h in history if h["step"] == metrics["best_step"])
+    assert metrics["validation"] == {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]}
+    assert best["val_accuracy"] == max(h["val_accuracy"] for h in history)
+    assert metrics["train_samples"] == 81 and metrics["precision"] == "fp32"
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
