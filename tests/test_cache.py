@@ -12,9 +12,9 @@ from lorafit import Classifier
 from lorafit.batching import collate
 from lorafit.config import LoraSettings
 from lorafit.data import tokenize
-from lorafit.models import build_classifier, load_encoder
+from lorafit.models import build_classifier, load_encoder, pool
 
-cache = pytest.importorskip("lorafit.cache")
+from lorafit import cache
 
 
 def test_split_layer(tiny_model: str) -> None:
@@ -36,7 +36,9 @@ def test_cached_forward_equals_token_forward(tiny_model: str) -> None:
                 p.add_(torch.randn_like(p) * 0.1)
     texts, _ = make_texts(4, seed=2)
     encoded = tokenize(tokenizer, texts, 64)
-    cached = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 5, "fp32", torch.device("cpu"))
+    cached, features = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 5, "fp32",
+                                         torch.device("cpu"))
+    assert features is None
     model.eval()
     index = np.array([3, 0, 7, 11, 1])
     with torch.no_grad():
@@ -77,3 +79,20 @@ def test_every_trainable_parameter_trains_with_caching(tiny_model: str, syntheti
                             if p.requires_grad and ".layer.0." in n and "bias" in n
                             and torch.equal(p.detach(), before[n.split("base_model.model.", 1)[-1]])]
     assert not frozen_but_trainable, frozen_but_trainable[:3]
+
+
+def test_cache_pass_yields_the_base_embeddings_for_the_probe(tiny_model: str) -> None:
+    """With LoRA still the identity, the one cache pass also gives the base model's pooled embeddings."""
+    from transformers import AutoModel
+
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
+    texts, _ = make_texts(4, seed=5)
+    encoded = tokenize(tokenizer, texts, 64)
+    _, features = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "fp32",
+                                    torch.device("cpu"), pooling="mean")
+    base = AutoModel.from_pretrained(tiny_model).eval()
+    batch = collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
+    np.testing.assert_allclose(features, expected, atol=1e-5)

@@ -81,21 +81,31 @@ class PrefixCache:
 
 @torch.inference_mode()
 def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, batch_size: int,
-                precision: str, device: torch.device) -> PrefixCache:
-    """Run the frozen bottom (embeddings and blocks below ``split``) once over every text."""
+                precision: str, device: torch.device, pooling: str | None = None
+                ) -> tuple[PrefixCache, np.ndarray | None]:
+    """Run the encoder once over every text and keep the hidden states entering block ``split``.
+
+    With ``pooling``, the same pass also returns the pooled final embeddings (LoRA is still the
+    identity then, so they are the base model's: what the probe head is fitted on).
+    """
+    from lorafit.models import pool
+
     was_training = model.training
     model.eval()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     offsets = np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]).astype(np.int64)
     states = torch.empty((int(encoded.lengths.sum()), model.config.hidden_size), dtype=dtype)
+    features = np.zeros((len(encoded), model.config.hidden_size), dtype=np.float32) if pooling else None
     try:
         for index in sorted_batches(encoded.lengths, batch_size):
             batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id).items()}
             with autocast(precision, device):
-                hidden = model(**batch, output_hidden_states=True).hidden_states[split]
-            hidden = hidden.to(dtype).cpu()
+                out = model(**batch, output_hidden_states=True)
+            hidden = out.hidden_states[split].to(dtype).cpu()
             for j, i in enumerate(index):
                 states[offsets[i]:offsets[i] + encoded.lengths[i]] = hidden[j, :encoded.lengths[i]]
+            if features is not None:
+                features[index] = pool(out.last_hidden_state, batch["attention_mask"], pooling).cpu().numpy()
     finally:
         model.train(was_training)
-    return PrefixCache(states, offsets, encoded.lengths)
+    return PrefixCache(states, offsets, encoded.lengths), features

@@ -124,24 +124,29 @@ class Trainer:
         """Headline metrics on ``source``, in fp32 like ``lorafit evaluate``."""
         return metrics.headline(label_ids, self._run(source, INFERENCE_PRECISION).argmax(1), n_labels)
 
-    def sources(self, train: Encoded, val: Encoded) -> tuple[Source, Source]:
-        """Token batches, or, when the bottom blocks are frozen, batches of their cached output."""
-        split = self.model.split
+    def prepare(self, train: Encoded, val: Encoded, features_needed: bool
+                ) -> tuple[Source, Source, np.ndarray | None]:
+        """Training and validation sources, plus the frozen embeddings of the training texts if needed.
+
+        Without frozen bottom blocks the sources are token batches. With them, one pass caches the
+        blocks' output (and yields the embeddings), and every later pass runs only the top blocks.
+        """
+        split, size, cfg = self.model.split, self.config.eval_batch_size, self.config
         if not split:
-            return (Source(train.lengths, token_batches(train, self.pad_id)),
-                    Source(val.lengths, token_batches(val, self.pad_id)))
+            train_src = Source(train.lengths, token_batches(train, self.pad_id))
+            features = self._run(train_src, self.precision, method="embed") if features_needed else None
+            return train_src, Source(val.lengths, token_batches(val, self.pad_id)), features
         self.callback.on_phase("cache")
-        size = self.config.eval_batch_size
-        train_cache = build_cache(self.model.encoder, train, split, self.pad_id, size, self.precision, self.device)
-        val_cache = build_cache(self.model.encoder, val, split, self.pad_id, size, INFERENCE_PRECISION, self.device)
+        train_cache, features = build_cache(self.model.encoder, train, split, self.pad_id, size, self.precision,
+                                            self.device, pooling=self.model.pooling if features_needed else None)
+        val_cache, _ = build_cache(self.model.encoder, val, split, self.pad_id, size, INFERENCE_PRECISION, self.device)
         logger.info("cached the output of the %d frozen bottom block(s) for %d + %d texts", split, len(train), len(val))
         return (Source(train.lengths, lambda index: train_cache.batch(index, torch.float32)),
-                Source(val.lengths, lambda index: val_cache.batch(index, torch.float32)))
+                Source(val.lengths, lambda index: val_cache.batch(index, torch.float32)), features)
 
-    def init_head_from_probe(self, train: Source, train_y: np.ndarray, n_labels: int) -> None:
+    def init_head_from_probe(self, features: np.ndarray, train_y: np.ndarray, n_labels: int) -> None:
         """Fit a logistic regression on the frozen embeddings and copy it into the head."""
         self.callback.on_phase("probe")
-        features = self._run(train, self.precision, method="embed")
         weight, bias = fit_probe(features, train_y, n_labels, seed=self.config.seed)
         init_head(self.model.head, weight, bias)
 
@@ -154,9 +159,9 @@ class Trainer:
         wall = time.perf_counter()
         result = TrainResult(precision=self.precision, train_samples=len(train_tokens), cached_layers=self.model.split)
         result.trainable_parameters, result.total_parameters = count_parameters(self.model)
-        train, val = self.sources(train_tokens, val_tokens)
+        train, val, features = self.prepare(train_tokens, val_tokens, features_needed=cfg.probe_init)
         if cfg.probe_init:
-            self.init_head_from_probe(train, train_y, n_labels)
+            self.init_head_from_probe(features, train_y, n_labels)
         result.prepare_seconds = time.perf_counter() - wall
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
