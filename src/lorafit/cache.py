@@ -16,6 +16,7 @@ from torch import nn
 from lorafit.batching import collate, sorted_batches
 from lorafit.data import Encoded
 from lorafit.inference import autocast
+from lorafit.memory import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, bat
                 states[offsets[i]:offsets[i] + encoded.lengths[i]] = hidden[j, :encoded.lengths[i]]
             if features is not None:
                 features[index] = pool(out.last_hidden_state, batch["attention_mask"], pooling).cpu().numpy()
+            del out
+            release_free_memory()
     finally:
         model.train(was_training)
     return PrefixCache(states, offsets, encoded.lengths), features

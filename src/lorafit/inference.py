@@ -9,6 +9,7 @@ import torch
 
 from lorafit.batching import collate, sorted_batches
 from lorafit.data import Encoded
+from lorafit.memory import release_free_memory
 
 INFERENCE_PRECISION = "fp32"
 """Evaluation and prediction run in fp32, so lorafit's probabilities equal plain transformers + peft's."""
@@ -59,6 +60,7 @@ def forward_all(model: torch.nn.Module, lengths: np.ndarray, make_batch: Callabl
                 out = np.zeros((len(lengths), values.shape[1]), dtype=np.float32)
             out[index] = values
     finally:
+        release_free_memory()
         model.train(was_training)
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,11 +17,16 @@ from lorafit.batching import bucketed_batches
 from lorafit.config import TrainConfig
 from lorafit.data import Encoded
 from lorafit.cache import build_cache
+from lorafit.memory import peak_memory_mb, release_free_memory
 from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
 from lorafit.models import LoraClassifier, count_parameters
 from lorafit.probe import fit_probe, init_head
 
 logger = logging.getLogger(__name__)
+
+
+TRIM_EVERY = 10
+"""Optimisation steps between returns of freed heap memory to the OS (see :mod:`lorafit.memory`)."""
 
 
 class Callback:
@@ -68,11 +72,6 @@ class _Best:
     epoch: float = 0.0
     state: dict = field(default_factory=dict)
     bad_evals: int = 0
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -189,6 +188,8 @@ class Trainer:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step, seen = step + 1, seen + len(index)
+                if step % TRIM_EVERY == 0:
+                    release_free_memory()
                 losses.append(float(loss.detach()))
                 self.callback.on_step(step, losses[-1])
                 if isinstance(cfg.eval_every, int) and step % cfg.eval_every == 0 and step < total:
