@@ -23,7 +23,7 @@ def encoder_and_tokenizer(tiny_model: str):
 @pytest.fixture
 def built(encoder_and_tokenizer, tiny_model: str):
     encoder, tokenizer = encoder_and_tokenizer
-    model = build_classifier(encoder, LABELS, "mean", LoraSettings(), tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform="all"), tiny_model)
     return model, tokenizer
 
 
@@ -156,6 +156,31 @@ def test_layers_to_transform(encoder_and_tokenizer, tiny_model: str) -> None:
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
     lora = [n for n, _ in model.named_parameters() if ".lora_A." in n]
     assert lora and all(".layer.1." in n for n in lora)
+
+
+def test_auto_layers_put_lora_on_the_top_third_and_cache_below(encoder_and_tokenizer, tiny_model: str) -> None:
+    encoder, _ = encoder_and_tokenizer
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(), tiny_model)  # default: "auto"
+    assert model.lora_settings.layers_to_transform == [1]  # 2 blocks: the top one
+    assert model.split == 1
+    assert all(".layer.1." in n for n, _ in model.named_parameters() if ".lora_A." in n)
+
+
+@pytest.mark.parametrize("count, expected", [(6, [4, 5]), (12, [8, 9, 10, 11]), (2, [1]), (1, [0])])
+def test_auto_layers_scale_with_depth(count: int, expected: list[int]) -> None:
+    from transformers import BertConfig, BertModel
+
+    from lorafit.models import resolve_layers
+
+    config = BertConfig(hidden_size=8, num_hidden_layers=count, num_attention_heads=2, intermediate_size=8,
+                        vocab_size=20)
+    assert resolve_layers(BertModel(config), "auto") == expected
+
+
+def test_layers_out_of_range_are_refused(encoder_and_tokenizer, tiny_model: str) -> None:
+    encoder, _ = encoder_and_tokenizer
+    with pytest.raises(ConfigError, match="2 blocks"):
+        build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[5]), tiny_model)
 
 
 # ------------------------------------------------------------------------------------------ pooling

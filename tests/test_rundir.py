@@ -67,7 +67,7 @@ def test_save_load_round_trip_gives_identical_probabilities(trained, run_dir: Pa
     assert loaded.classes_ == trained.classes_
     np.testing.assert_allclose(loaded.predict_proba(PROBE_TEXTS), trained.predict_proba(PROBE_TEXTS), atol=1e-6)
     assert loaded.predict(PROBE_TEXTS) == trained.predict(PROBE_TEXTS)
-    assert loaded.train_config == trained.train_config and loaded.lora == trained.lora
+    assert loaded.train_config == trained.train_config and loaded.lora == trained.model.lora_settings
     assert loaded.metrics_["history"] == trained.metrics_["history"]
 
 

@@ -131,7 +131,8 @@ def test_callback_hooks(tiny_model: str) -> None:
     trainer, data = _trainer(tiny_model, epochs=2, patience=0, probe_init=True, callback=recorder)
     trainer.fit(*data)
     kinds = [e[0] for e in recorder.events]
-    assert recorder.events[0] == ("phase", "probe") and ("begin", 16, True) in recorder.events
+    phases = [e[1] for e in recorder.events if e[0] == "phase"]
+    assert phases == ["cache", "probe", "train"] and ("begin", 16, True) in recorder.events
     assert [e[1] for e in recorder.events if e[0] == "step"] == list(range(1, 17))
     assert [e[1] for e in recorder.events if e[0] == "eval"] == [0, 8, 16]
     assert recorder.events[-1] == ("end", 16) and kinds.count("end") == 1

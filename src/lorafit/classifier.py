@@ -216,7 +216,7 @@ class Classifier:
                 "text_column": self.data_config.text_column, "label_column": self.data_config.label_column,
                 "max_length": self.train_config.max_length, "pooling": self.train_config.pooling,
                 "train_precision": self._train_precision, "calibration": {"temperature": self.temperature},
-                "train_config": to_dict(self.train_config), "lora": to_dict(self.lora),
+                "train_config": to_dict(self.train_config), "lora": to_dict(self.model.lora_settings),
                 "data_config": to_dict(self.data_config), "data": self.data_summary,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "versions": {"lorafit": __version__, "torch": torch.__version__,
@@ -262,7 +262,7 @@ class Classifier:
                               f"but {where} has hash {found}; load it with the same base model")
         clf.classes_ = list(manifest["labels"])
         clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        clf.model = load_classifier(encoder, path, clf.classes_, manifest["pooling"])
+        clf.model = load_classifier(encoder, path, clf.classes_, manifest["pooling"], clf.lora)
         clf.base, clf.temperature = base, float(manifest.get("calibration", {}).get("temperature", 1.0))
         clf.metrics_, clf.data_summary = read_metrics(path), manifest.get("data", {})
         clf._train_precision = manifest.get("train_precision", clf._train_precision)

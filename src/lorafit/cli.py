@@ -49,7 +49,7 @@ def train(
     lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA branch.")] = 0.1,
     bias: Annotated[str, typer.Option(help="Biases to train: none, all or lora_only.")] = "none",
     target_modules: Annotated[Optional[str], typer.Option(help="Comma-separated module names for LoRA; default: every linear layer of the encoder blocks.")] = None,
-    layers_to_transform: Annotated[Optional[str], typer.Option(help="Comma-separated encoder layer indices that get LoRA; default: all.")] = None,
+    layers_to_transform: Annotated[str, typer.Option(help="Encoder blocks that get LoRA: 'auto' (top third; the frozen blocks below are cached), 'all', or indices like 4,5.")] = "auto",
     use_rslora: Annotated[bool, typer.Option(help="Rank-stabilised LoRA scaling.")] = False,
     use_dora: Annotated[bool, typer.Option(help="DoRA (weight-decomposed LoRA).")] = False,
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 3,
@@ -77,7 +77,7 @@ def train(
                     precision=precision),
         LoraSettings(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias=bias,
                      target_modules=_csv_list(target_modules, "--target-modules"),
-                     layers_to_transform=_csv_list(layers_to_transform, "--layers-to-transform", int),
+                     layers_to_transform=layers_to_transform,
                      use_rslora=use_rslora, use_dora=use_dora),
         DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
                    empty_texts=empty_texts))

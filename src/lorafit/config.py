@@ -61,8 +61,10 @@ class LoraSettings:
     """Which biases train: ``none``, ``all`` or ``lora_only``."""
     target_modules: list[str] | None = None
     """Module names that get LoRA; ``None`` means every linear layer of the encoder's blocks."""
-    layers_to_transform: list[int] | None = None
-    """Only these encoder layers (0-based) get LoRA; ``None`` means all of them."""
+    layers_to_transform: list[int] | str | None = "auto"
+    """Encoder blocks (0-based) that get LoRA: a list, ``"all"`` (or ``None``), or ``"auto"``: the top
+    third of the blocks (at least one). Blocks below the lowest one are frozen, and their output is
+    computed once and cached, so every epoch runs only the blocks that learn."""
     use_rslora: bool = False
     """Rank-stabilised scaling ``lora_alpha / sqrt(r)``."""
     use_dora: bool = False
@@ -76,9 +78,7 @@ class LoraSettings:
         if self.target_modules is not None:
             self.target_modules = [m.strip() for m in self.target_modules if m.strip()]
             _check(bool(self.target_modules), "target_modules is empty; give module names such as query,value")
-        if self.layers_to_transform is not None:
-            _check(all(isinstance(i, int) and i >= 0 for i in self.layers_to_transform) and self.layers_to_transform,
-                   f"layers_to_transform must be non-negative layer indices, got {self.layers_to_transform!r}")
+        self.layers_to_transform = parse_layers(self.layers_to_transform)
 
 
 @dataclass
@@ -143,6 +143,23 @@ def parse_eval_every(value: int | str) -> int | str:
         raise ConfigError(f"eval_every must be 'epoch' or a number of steps, got {value!r}") from None
     _check(steps >= 1, f"eval_every must be 'epoch' or a number of steps >= 1, got {value!r}")
     return steps
+
+
+def parse_layers(value: list[int] | str | None) -> list[int] | str | None:
+    """``"auto"``, ``None`` (all blocks) or a sorted list of block indices, from a flag such as ``"4,5"``."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str):
+        try:
+            value = [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"layers_to_transform must be 'auto', 'all' or block indices such as 4,5; "
+                              f"got {value!r}") from None
+    _check(isinstance(value, (list, tuple)) and bool(value) and all(isinstance(i, int) and i >= 0 for i in value),
+           f"layers_to_transform must be 'auto', 'all' or non-negative block indices, got {value!r}")
+    return sorted(set(value))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -131,10 +132,12 @@ class LoraClassifier(nn.Module):
     (``inputs_embeds``, ``attention_mask``).
     """
 
-    def __init__(self, peft_model: nn.Module, pooling: str, split: int = 0) -> None:
+    def __init__(self, peft_model: nn.Module, pooling: str, lora_settings: LoraSettings, split: int = 0) -> None:
         super().__init__()
         self.peft_model = peft_model
         self.pooling = pooling
+        self.lora_settings = lora_settings
+        """The LoRA settings as applied (``layers_to_transform`` resolved)."""
         self.split = split
         self._top: list[nn.Module] = []  # built on first use; a list so it is not a registered submodule
 
@@ -171,11 +174,33 @@ def attach_head(encoder: nn.Module, num_labels: int) -> None:
     nn.init.zeros_(encoder.classifier.bias)
 
 
+def resolve_layers(encoder: nn.Module, layers: list[int] | str | None) -> list[int] | None:
+    """The blocks that get LoRA: ``"auto"`` is the top third (at least one) of the encoder's blocks.
+
+    Out-of-range indices are a ConfigError naming the number of blocks.
+    """
+    from lorafit.cache import block_list
+    from lorafit.errors import ConfigError
+
+    found = block_list(encoder)
+    count = len(getattr(found[0], found[1])) if found else getattr(encoder.config, "num_hidden_layers", None)
+    if layers == "auto":
+        if not found or not count:
+            return None
+        top = max(1, -(-count // 3))
+        return list(range(count - top, count))
+    if layers is not None and count and max(layers) >= count:
+        raise ConfigError(f"layers_to_transform {layers} is out of range: the model has {count} blocks "
+                          f"(0-{count - 1})")
+    return layers
+
+
 def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settings: LoraSettings,
                      base_reference: str, cache_frozen: bool = True) -> LoraClassifier:
     """Wrap ``encoder`` with LoRA and a head for ``labels``; only LoRA and head parameters train."""
     from peft import get_peft_model
 
+    settings = replace(settings, layers_to_transform=resolve_layers(encoder, settings.layers_to_transform))
     _set_label_maps(encoder, labels)
     attach_head(encoder, len(labels))
     encoder.name_or_path = base_reference
@@ -186,10 +211,11 @@ def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settin
 
     # bias='all' makes the bottom blocks' biases trainable too, so they are not frozen and cannot be cached.
     split = split_layer(encoder, settings.layers_to_transform) if cache_frozen and settings.bias != "all" else 0
-    return LoraClassifier(peft_model, pooling, split)
+    return LoraClassifier(peft_model, pooling, settings, split)
 
 
-def load_classifier(encoder: nn.Module, run_dir: str | Path, labels: list[str], pooling: str) -> LoraClassifier:
+def load_classifier(encoder: nn.Module, run_dir: str | Path, labels: list[str], pooling: str,
+                    settings: LoraSettings) -> LoraClassifier:
     """Load the adapter and head saved in ``run_dir`` onto ``encoder`` (frozen, for inference)."""
     from peft import PeftModel
 
@@ -197,7 +223,7 @@ def load_classifier(encoder: nn.Module, run_dir: str | Path, labels: list[str], 
     attach_head(encoder, len(labels))
     with _quiet_peft():
         peft_model = PeftModel.from_pretrained(encoder, str(run_dir), is_trainable=False)
-    return LoraClassifier(peft_model.eval(), pooling)
+    return LoraClassifier(peft_model.eval(), pooling, settings)
 
 
 @contextlib.contextmanager

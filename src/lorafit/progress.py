@@ -37,6 +37,9 @@ class RichCallback(Callback):
     def on_phase(self, name: str) -> None:
         self.progress.update(self.task, description=_PHASES.get(name, name))
 
+    def on_info(self, message: str) -> None:
+        self.console.print(message)
+
     def on_train_begin(self, total_steps: int, trainable: int, total: int) -> None:
         self.progress.update(self.task, total=total_steps)
         self.console.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")

@@ -34,6 +34,7 @@ class Callback:
 
     def on_train_begin(self, total_steps: int, trainable: int, total: int) -> None: ...
     def on_phase(self, name: str) -> None: ...
+    def on_info(self, message: str) -> None: ...
     def on_step(self, step: int, loss: float) -> None: ...
     def on_evaluate(self, record: dict) -> None: ...
     def on_train_end(self, result: "TrainResult") -> None: ...
@@ -59,6 +60,8 @@ class TrainResult:
     """Caching frozen blocks and fitting the probe head, before the first optimisation step."""
     cached_layers: int = 0
     """Bottom encoder blocks computed once and cached (0: none)."""
+    strategy: str = ""
+    """Which blocks train and which are cached, in words."""
     peak_memory_mb: float = 0.0
 
     def to_dict(self) -> dict:
@@ -115,6 +118,17 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
 
+    def describe(self) -> str:
+        """The training strategy in words: which blocks carry LoRA, which are frozen and cached."""
+        layers = self.model.lora_settings.layers_to_transform
+        head = "head from a linear probe" if self.config.probe_init else "randomly initialised head"
+        if not layers:
+            return f"LoRA on every encoder block, {head}, {self.precision}"
+        blocks = f"LoRA on encoder blocks {', '.join(map(str, layers))}"
+        if self.model.split:
+            blocks += f"; blocks 0-{self.model.split - 1} frozen, their output computed once and cached"
+        return f"{blocks}; {head}, {self.precision}"
+
     def _run(self, source: Source, precision: str, method: str = "forward") -> np.ndarray:
         return forward_all(self.model, source.lengths, source.make_batch, self.config.eval_batch_size, precision,
                            self.device, method=method)
@@ -158,6 +172,9 @@ class Trainer:
         wall = time.perf_counter()
         result = TrainResult(precision=self.precision, train_samples=len(train_tokens), cached_layers=self.model.split)
         result.trainable_parameters, result.total_parameters = count_parameters(self.model)
+        result.strategy = self.describe()
+        self.callback.on_info(result.strategy)
+        logger.info(result.strategy)
         train, val, features = self.prepare(train_tokens, val_tokens, features_needed=cfg.probe_init)
         if cfg.probe_init:
             self.init_head_from_probe(features, train_y, n_labels)
