@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lorafit.config import DataConfig, LoraSettings, TrainConfig
 from lorafit.errors import ConfigError, LorafitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -20,6 +21,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 logger = logging.getLogger("lorafit")
+
+
+def _default(cls: type, name: str):
+    """A flag's default is its config field's default: one source of truth."""
+    return cls.__dataclass_fields__[name].default
 
 
 def _csv_list(value: str | None, name: str, cast: type = str) -> list | None:
@@ -37,37 +43,37 @@ def train(
     train_file: Annotated[Path, typer.Argument(help="Labeled training data: .csv, .tsv, .jsonl or .parquet.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
     validation: Annotated[Optional[Path], typer.Option(help="Labeled validation file; default: a stratified split of TRAIN.")] = None,
-    validation_fraction: Annotated[float, typer.Option(help="Share of each class held out when no --validation is given.")] = 0.1,
-    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
-    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
-    empty_texts: Annotated[str, typer.Option(help="Empty or whitespace-only texts: drop (counted, warned) or error.")] = "drop",
-    model: Annotated[str, typer.Option(help="Base encoder: alias 'minilm', a local model directory or a hub id.")] = "minilm",
-    pooling: Annotated[str, typer.Option(help="mean (suits sentence-transformer encoders) or cls.")] = "mean",
-    probe_init: Annotated[bool, typer.Option("--probe-init/--no-probe-init", help="Start the head from a linear probe on frozen embeddings.")] = True,
-    r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    lora_alpha: Annotated[float, typer.Option(help="LoRA scaling numerator (update x lora_alpha / r).")] = 16,
-    lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA branch.")] = 0.1,
-    bias: Annotated[str, typer.Option(help="Biases to train: none, all or lora_only.")] = "none",
+    validation_fraction: Annotated[float, typer.Option(help="Share of each class held out when no --validation is given.")] = _default(DataConfig, "validation_fraction"),
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = _default(DataConfig, "text_column"),
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = _default(DataConfig, "label_column"),
+    empty_texts: Annotated[str, typer.Option(help="Empty or whitespace-only texts: drop (counted, warned) or error.")] = _default(DataConfig, "empty_texts"),
+    model: Annotated[str, typer.Option(help="Base encoder: alias 'minilm', a local model directory or a hub id.")] = _default(TrainConfig, "model"),
+    pooling: Annotated[str, typer.Option(help="mean (suits sentence-transformer encoders) or cls.")] = _default(TrainConfig, "pooling"),
+    probe_init: Annotated[bool, typer.Option("--probe-init/--no-probe-init", help="Start the head from a linear probe on frozen embeddings.")] = _default(TrainConfig, "probe_init"),
+    r: Annotated[int, typer.Option(help="LoRA rank.")] = _default(LoraSettings, "r"),
+    lora_alpha: Annotated[float, typer.Option(help="LoRA scaling numerator (update x lora_alpha / r).")] = _default(LoraSettings, "lora_alpha"),
+    lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA branch.")] = _default(LoraSettings, "lora_dropout"),
+    bias: Annotated[str, typer.Option(help="Biases to train: none, all or lora_only.")] = _default(LoraSettings, "bias"),
     target_modules: Annotated[Optional[str], typer.Option(help="Comma-separated module names for LoRA; default: every linear layer of the encoder blocks.")] = None,
-    layers_to_transform: Annotated[str, typer.Option(help="Encoder blocks that get LoRA: 'auto' (top third; the frozen blocks below are cached), 'all', or indices like 4,5.")] = "auto",
-    use_rslora: Annotated[bool, typer.Option(help="Rank-stabilised LoRA scaling.")] = False,
-    use_dora: Annotated[bool, typer.Option(help="DoRA (weight-decomposed LoRA).")] = False,
-    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Examples per optimisation step.")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then linear decay).")] = 5e-4,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
-    warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = 0.06,
-    max_length: Annotated[int, typer.Option(help="Longest input in tokens (longer texts are truncated and counted).")] = 128,
-    seed: Annotated[int, typer.Option(help="Seed for split, initialisation and batch order.")] = 0,
-    eval_every: Annotated[str, typer.Option(help="Evaluate every N steps, or 'epoch'.")] = "epoch",
-    patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping; 0 = never stop early.")] = 2,
-    metric: Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1.")] = "accuracy",
-    precision: Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported), bf16 or fp32.")] = "auto",
+    layers_to_transform: Annotated[str, typer.Option(help="Encoder blocks that get LoRA: 'auto' (top third; the frozen blocks below are cached), 'all', or indices like 4,5.")] = _default(LoraSettings, "layers_to_transform"),
+    use_rslora: Annotated[bool, typer.Option(help="Rank-stabilised LoRA scaling.")] = _default(LoraSettings, "use_rslora"),
+    use_dora: Annotated[bool, typer.Option(help="DoRA (weight-decomposed LoRA).")] = _default(LoraSettings, "use_dora"),
+    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _default(TrainConfig, "epochs"),
+    batch_size: Annotated[int, typer.Option(help="Examples per optimisation step.")] = _default(TrainConfig, "batch_size"),
+    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then linear decay).")] = _default(TrainConfig, "learning_rate"),
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _default(TrainConfig, "weight_decay"),
+    warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = _default(TrainConfig, "warmup_ratio"),
+    max_length: Annotated[int, typer.Option(help="Longest input in tokens (longer texts are truncated and counted).")] = _default(TrainConfig, "max_length"),
+    seed: Annotated[int, typer.Option(help="Seed for split, initialisation and batch order.")] = _default(TrainConfig, "seed"),
+    eval_every: Annotated[str, typer.Option(help="Evaluate every N steps, or 'epoch'.")] = _default(TrainConfig, "eval_every"),
+    patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping; 0 = never stop early.")] = _default(TrainConfig, "patience"),
+    metric: Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1.")] = _default(TrainConfig, "metric"),
+    precision: Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported), bf16 or fp32.")] = _default(TrainConfig, "precision"),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Fine-tune a LoRA classifier on TRAIN and write a run directory."""
-    from lorafit import Classifier, DataConfig, LoraSettings, TrainConfig
+    from lorafit import Classifier
     from lorafit.progress import RichCallback, summary_table
 
     clf = Classifier(

@@ -95,7 +95,7 @@ class TrainConfig:
     """Passes over the training data (early stopping may end sooner)."""
     batch_size: int = 32
     """Training examples per optimisation step."""
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     """Peak learning rate of AdamW (linear warm-up, then linear decay to 0)."""
     weight_decay: float = 0.01
     """AdamW weight decay on LoRA and head weights."""
