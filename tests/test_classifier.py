@@ -178,3 +178,14 @@ def test_evaluate_refuses_mismatched_lengths(trained) -> None:
 def test_evaluate_bare_string_is_a_type_error(trained) -> None:
     with pytest.raises(TypeError):
         trained.evaluate("pizza", ["food"])
+
+
+def test_same_seed_same_model(tiny_model: str, synthetic) -> None:
+    """The seed covers LoRA's and the head's initialisation, not only the batch order."""
+    texts, labels = synthetic
+    settings = {**TINY_TRAIN, "epochs": 1, "probe_init": False}
+    first = Classifier(model=tiny_model, **settings).fit(texts, labels).predict_proba(texts[:8])
+    second = Classifier(model=tiny_model, **settings).fit(texts, labels).predict_proba(texts[:8])
+    other = Classifier(model=tiny_model, **{**settings, "seed": 1}).fit(texts, labels).predict_proba(texts[:8])
+    np.testing.assert_allclose(first, second, atol=1e-6)
+    assert not np.allclose(first, other, atol=1e-4)

@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lorafit import __version__, card, metrics
 from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, to_dict
@@ -89,8 +90,7 @@ class Classifier:
         data = LabeledData(texts, labels, "training data")
         check_trainable(data)
         if validation is None:
-            train_idx, val_idx = stratified_split(labels, self.data_config.validation_fraction, self.train_config.seed)
-            train_data, val_data = data.subset(train_idx), data.subset(val_idx)
+            train_data, val_data = self._holdout(data)
         else:
             val_texts, val_labels = _check_texts(validation[0], "validation texts"), [str(x) for x in validation[1]]
             if len(val_texts) != len(val_labels) or not val_texts:
@@ -109,15 +109,19 @@ class Classifier:
         train = read_labeled(train_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
         check_trainable(train)
         if validation_path is None:
-            train_idx, val_idx = stratified_split(train.labels, cfg.validation_fraction, self.train_config.seed)
-            val = train.subset(val_idx)
-            dropped = train.dropped_empty
-            train = train.subset(train_idx)
-            train.dropped_empty = dropped
-            val.source = f"{train_path} (stratified {cfg.validation_fraction:.0%} split)"
+            train, val = self._holdout(train)
         else:
             val = read_labeled(validation_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
         return self._fit(train, val, callback)
+
+    def _holdout(self, data: LabeledData) -> tuple[LabeledData, LabeledData]:
+        """A seeded stratified validation split; the count of dropped rows stays with the training part."""
+        fraction = self.data_config.validation_fraction
+        train_index, val_index = stratified_split(data.labels, fraction, self.train_config.seed)
+        train, val = data.subset(train_index), data.subset(val_index)
+        train.dropped_empty = data.dropped_empty
+        val.source = f"{data.source} (stratified {fraction:.0%} split)"
+        return train, val
 
     def _fit(self, train: LabeledData, val: LabeledData, callback: Callback | None) -> "Classifier":
         cfg = self.train_config
@@ -135,11 +139,16 @@ class Classifier:
             raise ConfigError(f"max_length {cfg.max_length} is longer than {cfg.model!r} accepts ({limit} tokens); "
                               f"pass --max-length {limit} or less")
         self.base = {"name": cfg.model, "path": resolve_model(cfg.model), "hash": weights_hash(encoder)}
+        torch.manual_seed(cfg.seed)  # LoRA's A matrices and the head are initialised from torch's RNG
         self.model = build_classifier(encoder, self.classes_, cfg.pooling, self.lora, self.base["path"])
         if callback:
             callback.on_phase("tokenize")
         train_enc = tokenize(self.tokenizer, train.texts, cfg.max_length)
         val_enc = tokenize(self.tokenizer, val.texts, cfg.max_length)
+        for name, encoded in (("training", train_enc), ("validation", val_enc)):
+            if encoded.truncated:
+                logger.warning("%d %s text(s) are longer than max_length=%d tokens and were truncated; "
+                               "raise --max-length to keep more", encoded.truncated, name, cfg.max_length)
         train_y = np.array([index[x] for x in train.labels])
         val_y = np.array([index[x] for x in val.labels])
         trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback)
