@@ -26,7 +26,8 @@ A LoRA adapter and linear head on top of `{manifest['base_model']['name']}`
 
 ## Settings
 LoRA r={lora['r']}, lora_alpha={lora['lora_alpha']}, lora_dropout={lora['lora_dropout']}, bias={lora['bias']},
-target_modules={lora['target_modules'] or 'all linear layers of the encoder blocks'};
+target_modules={lora['target_modules'] or 'all linear layers of the encoder blocks'},
+layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
 epochs={cfg['epochs']}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
 head initialised from a linear probe: {cfg['probe_init']}, training precision {manifest.get('train_precision', '?')}.
 
