@@ -189,3 +189,14 @@ def test_same_seed_same_model(tiny_model: str, synthetic) -> None:
     other = Classifier(model=tiny_model, **{**settings, "seed": 1}).fit(texts, labels).predict_proba(texts[:8])
     np.testing.assert_allclose(first, second, atol=1e-6)
     assert not np.allclose(first, other, atol=1e-4)
+
+
+def test_embed_gives_unit_vectors_that_the_head_classifies(trained, synthetic_test) -> None:
+    texts, _ = synthetic_test
+    vectors = trained.embed(texts)
+    assert vectors.shape == (len(texts), trained.model.encoder.config.hidden_size)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    head = trained.model.head.modules_to_save["default"]
+    logits = vectors @ head.weight.detach().numpy().T + head.bias.detach().numpy()
+    assert [trained.classes_[i] for i in logits.argmax(1)] == trained.predict(texts)
+    assert trained.embed([]).shape == (0, vectors.shape[1])

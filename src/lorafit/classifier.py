@@ -173,11 +173,13 @@ class Classifier:
         if self.model is None:
             raise RunDirError("this Classifier is not trained yet; call fit(...) or Classifier.load(run_dir)")
 
-    def _logits(self, texts: list[str], method: str = "forward") -> np.ndarray:
+    def _forward(self, texts: list[str], method: str = "forward") -> np.ndarray:
+        """Logits (``forward``) or pooled embeddings (``embed``) of ``texts``, in fp32, input order."""
         self._require_fitted()
         texts = _check_texts(texts)
         if not texts:
-            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+            width = len(self.classes_) if method == "forward" else self.model.encoder.config.hidden_size
+            return np.zeros((0, width), dtype=np.float32)
         encoded = tokenize(self.tokenizer, texts, self.train_config.max_length)
         device = next(self.model.parameters()).device
         return forward_all(self.model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id),
@@ -189,13 +191,22 @@ class Classifier:
         Example:
             >>> clf.predict_proba(["where is my card?"]).round(2)  # doctest: +SKIP
         """
-        logits = self._logits(texts)
+        logits = self._forward(texts)
         return softmax(logits, self.temperature) if len(logits) else logits.astype(np.float64)
 
     def predict(self, texts: list[str]) -> list[str]:
         """The most probable label of each text."""
         probs = self.predict_proba(texts)
         return [self.classes_[i] for i in probs.argmax(1)] if len(probs) else []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """One L2-normalised vector per text from the fine-tuned encoder, pooled as the head sees it.
+
+        Example:
+            >>> vectors = clf.embed(["I lost my card", "card missing"])  # doctest: +SKIP
+            >>> float(vectors[0] @ vectors[1])                           # cosine similarity  # doctest: +SKIP
+        """
+        return self._forward(texts, method="embed")
 
     def evaluate(self, texts: list[str], labels: list) -> dict:
         """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix on labeled data.
