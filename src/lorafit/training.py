@@ -190,36 +190,26 @@ class Trainer:
         if cfg.probe_init:
             self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels)
         labels = torch.as_tensor(train_y, dtype=torch.long)
-        step, seen, losses = 0, 0, []
+        step, seen, losses, stop = 0, 0, [], False
         model.train()
         self.callback.on_phase("train")
         for epoch in range(cfg.epochs):
             for index in bucketed_batches(train.lengths, cfg.batch_size, rng):
-                batch = {k: v.to(self.device) for k, v in train.make_batch(index).items()}
-                with autocast(self.precision, self.device):
-                    logits = model(**batch)
-                loss = torch.nn.functional.cross_entropy(logits.float(), labels[index].to(self.device))
-                self.accelerator.backward(loss)
-                self.accelerator.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                losses.append(self._step(model, optimizer, scheduler, params, train.make_batch(index), labels[index]))
                 step, seen = step + 1, seen + len(index)
                 if step % TRIM_EVERY == 0:
                     release_free_memory()
-                losses.append(float(loss.detach()))
                 self.callback.on_step(step, losses[-1])
                 if isinstance(cfg.eval_every, int) and step % cfg.eval_every == 0 and step < total:
-                    if self._record(result, best, step, step / steps_per_epoch, np.mean(losses), val, val_y, n_labels):
-                        break
+                    stop = self._record(result, best, step, step / steps_per_epoch, np.mean(losses), val, val_y, n_labels)
                     losses = []
-            else:
-                if cfg.eval_every == "epoch" or step == total:
-                    if self._record(result, best, step, float(epoch + 1), np.mean(losses), val, val_y, n_labels):
+                    if stop:
                         break
-                    losses = []
-                continue
-            break
+            if not stop and (cfg.eval_every == "epoch" or step == total):
+                stop = self._record(result, best, step, float(epoch + 1), np.mean(losses), val, val_y, n_labels)
+                losses = []
+            if stop:
+                break
         result.train_seconds = time.perf_counter() - wall
         result.steps = step
         result.train_samples_per_second = seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
@@ -227,6 +217,20 @@ class Trainer:
         result.peak_memory_mb = peak_memory_mb()
         self.callback.on_train_end(result)
         return result
+
+    def _step(self, model: torch.nn.Module, optimizer, scheduler, params: list[torch.nn.Parameter],
+              batch: dict[str, torch.Tensor], targets: torch.Tensor) -> float:
+        """One optimisation step (autocast forward, loss in fp32, clipped gradients); returns the loss."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with autocast(self.precision, self.device):
+            logits = model(**batch)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets.to(self.device))
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
 
     def _record(self, result: TrainResult, best: _Best, step: int, epoch: float, loss: float,
                 val: Source, val_y: np.ndarray, n_labels: int) -> bool:
