@@ -91,7 +91,7 @@ class TrainConfig:
     """How token states become one vector: ``mean`` (suits sentence-transformer encoders) or ``cls``."""
     probe_init: bool = True
     """Initialise the head from a logistic regression fitted on the frozen encoder's embeddings."""
-    epochs: int = 3
+    epochs: int = 2
     """Passes over the training data (early stopping may end sooner)."""
     batch_size: int = 32
     """Training examples per optimisation step."""
