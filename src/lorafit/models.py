@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lorafit.config import LoraSettings
-from lorafit.errors import ModelError
+from lorafit.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +99,13 @@ def lora_config(encoder: nn.Module, settings: LoraSettings):
     """The ``peft.LoraConfig`` for ``settings`` (task type FEATURE_EXTRACTION, head in modules_to_save)."""
     from peft import LoraConfig, TaskType
 
-    targets, exclude = default_target_modules(encoder)
-    if settings.target_modules is not None:
-        targets = settings.target_modules
-        names = {n.rsplit(".", 1)[-1] for n, _ in encoder.named_modules()} | {n for n, _ in encoder.named_modules()}
-        unknown = [t for t in targets if t not in names]
-        if unknown:
-            from lorafit.errors import ConfigError
-            raise ConfigError(f"target_modules {unknown} not found in the model; its linear layers are: "
-                              f"{', '.join(default_target_modules(encoder)[0])}")
+    defaults, exclude = default_target_modules(encoder)
+    targets = settings.target_modules if settings.target_modules is not None else defaults
+    names = {n.rsplit(".", 1)[-1] for n, _ in encoder.named_modules()} | {n for n, _ in encoder.named_modules()}
+    unknown = [t for t in targets if t not in names]
+    if unknown:
+        raise ConfigError(f"target_modules {unknown} not found in the model; its linear layers are: "
+                          f"{', '.join(defaults)}")
     return LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=settings.r, lora_alpha=settings.lora_alpha,
                       lora_dropout=settings.lora_dropout, bias=settings.bias, target_modules=targets,
                       exclude_modules=exclude or None, layers_to_transform=settings.layers_to_transform,
@@ -180,7 +178,6 @@ def resolve_layers(encoder: nn.Module, layers: list[int] | str | None) -> list[i
     Out-of-range indices are a ConfigError naming the number of blocks.
     """
     from lorafit.cache import block_list
-    from lorafit.errors import ConfigError
 
     found = block_list(encoder)
     count = len(getattr(found[0], found[1])) if found else getattr(encoder.config, "num_hidden_layers", None)
