@@ -10,7 +10,8 @@ from rich.table import Table
 
 from lorafit.training import Callback, TrainResult
 
-_PHASES = {"load": "loading the base model", "tokenize": "tokenising", "probe": "fitting the probe head",
+_PHASES = {"load": "loading the base model", "tokenize": "tokenising", "cache": "caching the frozen blocks",
+           "probe": "fitting the probe head",
            "train": "training"}
 
 
@@ -27,14 +28,16 @@ class RichCallback(Callback):
         self._loss = math.nan
 
     def __enter__(self) -> "RichCallback":
-        self.progress.start()
-        self.task = self.progress.add_task(_PHASES["load"], total=None, loss="-", val="-")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def on_phase(self, name: str) -> None:
+        if self.task is None:  # started at the first phase, so a bad data file shows no empty bar
+            self.progress.start()
+            self.task = self.progress.add_task(_PHASES["load"], total=None, loss="-", val="-")
         self.progress.update(self.task, description=_PHASES.get(name, name))
 
     def on_info(self, message: str) -> None:
