@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorafit.batching import bucketed_batches, collate, iterate, sorted_batches
+from lorafit.batching import bucketed_batches, collate, sorted_batches
 from lorafit.data import Encoded
 
 
@@ -83,11 +83,3 @@ def test_collate_without_token_types_and_custom_pad() -> None:
     assert set(batch) == {"input_ids", "attention_mask"}
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 99, 99]]
     assert batch["attention_mask"].sum().item() == 4
-
-
-def test_iterate_yields_index_and_inputs() -> None:
-    encoded = Encoded([[1, 2], [3], [4, 5, 6]])
-    batches = [np.array([2]), np.array([0, 1])]
-    out = list(iterate(encoded, batches, pad_id=0))
-    assert [idx.tolist() for idx, _ in out] == [[2], [0, 1]]
-    assert out[1][1]["input_ids"].tolist() == [[1, 2], [3, 0]]

@@ -1,8 +1,6 @@
 """Batches that waste little padding: length-bucketed for training, length-sorted for inference."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 
@@ -61,9 +59,3 @@ def collate(encoded: Encoded, index: np.ndarray, pad_id: int) -> dict[str, torch
             types[j, :len(row)] = torch.tensor(row, dtype=torch.long)
         batch["token_type_ids"] = types
     return batch
-
-
-def iterate(encoded: Encoded, batches: list[np.ndarray], pad_id: int) -> Iterator[tuple[np.ndarray, dict]]:
-    """Yield ``(index, inputs)`` for each batch."""
-    for index in batches:
-        yield index, collate(encoded, index, pad_id)

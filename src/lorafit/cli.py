@@ -28,13 +28,9 @@ def _default(cls: type, name: str):
     return cls.__dataclass_fields__[name].default
 
 
-def _csv_list(value: str | None, name: str, cast: type = str) -> list | None:
-    if value is None:
-        return None
-    try:
-        return [cast(v.strip()) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{name} must be a comma-separated list of {cast.__name__}s, got {value!r}") from None
+def _names(value: str | None) -> list[str] | None:
+    """``"query, value"`` -> ``["query", "value"]``; None stays None (the config checks emptiness)."""
+    return None if value is None else [v.strip() for v in value.split(",")]
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -82,7 +78,7 @@ def train(
                     max_length=max_length, seed=seed, eval_every=eval_every, patience=patience, metric=metric,
                     precision=precision),
         LoraSettings(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias=bias,
-                     target_modules=_csv_list(target_modules, "--target-modules"),
+                     target_modules=_names(target_modules),
                      layers_to_transform=layers_to_transform,
                      use_rslora=use_rslora, use_dora=use_dora),
         DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
