@@ -7,7 +7,6 @@ or ``transformer.layer`` (DistilBERT) and accept ``inputs_embeds``; other models
 from __future__ import annotations
 
 import copy
-import logging
 
 import numpy as np
 import torch
@@ -17,8 +16,6 @@ from lorafit.batching import collate, sorted_batches
 from lorafit.data import Encoded
 from lorafit.inference import autocast
 from lorafit.memory import release_free_memory
-
-logger = logging.getLogger(__name__)
 
 
 def block_list(model: nn.Module) -> tuple[nn.Module, str] | None:
@@ -66,9 +63,6 @@ class PrefixCache:
 
     def __init__(self, states: torch.Tensor, offsets: np.ndarray, lengths: np.ndarray) -> None:
         self.states, self.offsets, self.lengths = states, offsets, lengths
-
-    def __len__(self) -> int:
-        return len(self.lengths)
 
     def batch(self, index: np.ndarray, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Padded ``inputs_embeds`` and ``attention_mask`` for rows ``index``."""

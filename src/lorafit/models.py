@@ -193,7 +193,7 @@ def resolve_layers(encoder: nn.Module, layers: list[int] | str | None) -> list[i
 
 
 def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settings: LoraSettings,
-                     base_reference: str, cache_frozen: bool = True) -> LoraClassifier:
+                     base_reference: str) -> LoraClassifier:
     """Wrap ``encoder`` with LoRA and a head for ``labels``; only LoRA and head parameters train."""
     from peft import get_peft_model
 
@@ -207,7 +207,7 @@ def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settin
     from lorafit.cache import split_layer
 
     # bias='all' makes the bottom blocks' biases trainable too, so they are not frozen and cannot be cached.
-    split = split_layer(encoder, settings.layers_to_transform) if cache_frozen and settings.bias != "all" else 0
+    split = split_layer(encoder, settings.layers_to_transform) if settings.bias != "all" else 0
     return LoraClassifier(peft_model, pooling, settings, split)
 
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from lorafit.errors import DataError
+from lorafit.rundir import current_umask
 
 CHUNK = 4096
 """Texts classified per call, so probabilities of huge files are not all held at once."""
@@ -51,9 +52,7 @@ def write_predictions(path: str | Path, records: list[dict], labels: list[str]) 
                 for r in records:
                     writer.writerow([r["text"], r["label"], f"{r['score']:.6g}"]
                                     + [f"{r['probabilities'].get(label, float('nan')):.6g}" for label in labels])
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it 0600
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -5,13 +5,9 @@ the base model's; the fitted probe is the head's starting point, and LoRA then i
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-
-logger = logging.getLogger(__name__)
 
 
 def fit_probe(features: np.ndarray, label_ids: np.ndarray, num_labels: int, c: float = 10.0,

@@ -29,7 +29,8 @@ def check_writable(target: str | Path, overwrite: bool) -> Path:
     return target
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set back at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -45,7 +46,7 @@ def write_atomically(target: str | Path, fill: Callable[[Path], None], overwrite
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         fill(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(old)

@@ -144,7 +144,7 @@ class Trainer:
         Without frozen bottom blocks the sources are token batches. With them, one pass caches the
         blocks' output (and yields the embeddings), and every later pass runs only the top blocks.
         """
-        split, size, cfg = self.model.split, self.config.eval_batch_size, self.config
+        split, size = self.model.split, self.config.eval_batch_size
         if not split:
             train_src = Source(train.lengths, token_batches(train, self.pad_id))
             features = self._run(train_src, self.precision, method="embed") if features_needed else None
