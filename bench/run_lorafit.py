@@ -54,7 +54,7 @@ def main() -> None:
     print(json.dumps({"tool": "lorafit", "settings": settings, "train_rows": len(train), "total_wall_s": round(wall, 1),
                       "train_wall_s": round(m["train_wall_seconds"], 1), "prepare_s": round(m["prepare_seconds"], 1),
                       "train_samples_per_s": round(m["train_samples_per_second"], 1), "steps": m["steps"],
-                      "best_step": m["best_step"], "val_accuracy": round(m["validation"]["accuracy"], 4),
+                      "best_step": m["best_step"], "val_accuracy": m["validation"].get("accuracy"),
                       "test_accuracy": round(acc, 4), "predict_samples_per_s": round(len(test) / (time.perf_counter() - t1), 1),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "cached_layers": m["cached_layers"], "precision": m["precision"]}), flush=True)

@@ -23,6 +23,13 @@ def test_bucketed_batches_cover_every_index_once(n: int, batch_size: int) -> Non
     assert all(1 <= len(b) <= batch_size for b in batches)
 
 
+def test_bucketing_off_gives_plain_shuffled_batches() -> None:
+    lengths = np.random.default_rng(0).integers(3, 120, 100)
+    batches = bucketed_batches(lengths, 16, np.random.default_rng(1), bucketing=False)
+    order = np.random.default_rng(1).permutation(len(lengths))
+    assert [b.tolist() for b in batches] == [order[i:i + 16].tolist() for i in range(0, 100, 16)]
+
+
 def test_bucketed_batches_pad_far_less_than_random_batches() -> None:
     lengths = np.random.default_rng(0).integers(3, 120, 1600)
     bucketed = bucketed_batches(lengths, 16, np.random.default_rng(1))

@@ -68,6 +68,29 @@ def test_cached_training_trains_the_top_layers_only(tiny_model: str, synthetic) 
     assert all(p.abs().sum() > 0 for p in lora_b.values())
 
 
+def test_cache_off_trains_the_same_model(tiny_model: str, synthetic) -> None:
+    """The cache is a speed lever only: with it off, the frozen blocks run at every step (in eval mode, as
+    the cache pass runs them) and training ends at the same weights."""
+    texts, labels = synthetic
+    settings = {**TINY_TRAIN, "epochs": 1, "probe_init": True, "layers_to_transform": [1],
+                "validation_fraction": 0}
+    cached = Classifier(model=tiny_model, **settings).fit(texts, labels)
+    uncached = Classifier(model=tiny_model, cache_frozen=False, **settings).fit(texts, labels)
+    assert cached.metrics_["cached_layers"] == 1 and uncached.metrics_["cached_layers"] == 0
+    assert "recomputed at every step" in uncached.metrics_["strategy"]
+    np.testing.assert_allclose(cached.predict_proba(texts), uncached.predict_proba(texts), atol=1e-5)
+
+
+def test_frozen_prefix_stays_in_eval_mode_while_training(tiny_model: str) -> None:
+    encoder, _ = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
+    model.train()
+    blocks = model.encoder.encoder.layer
+    assert not model.encoder.embeddings.training and not blocks[0].training and blocks[1].training
+    model.eval()
+    assert not blocks[1].training
+
+
 def test_every_trainable_parameter_trains_with_caching(tiny_model: str, synthetic) -> None:
     """bias='all' makes every bias trainable, the bottom blocks' included: caching them would freeze them."""
     encoder, _ = load_encoder(tiny_model)

@@ -47,7 +47,7 @@ def cli_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cli_run(cli_data: Path, tiny_model: str) -> tuple[Path, str]:
     """One run directory written by ``lorafit train``, and the command's output."""
     out = cli_data.parent / "run"
-    result = runner.invoke(app, _train_args(cli_data, out, tiny_model))
+    result = runner.invoke(app, _train_args(cli_data, out, tiny_model, "--validation-fraction", "0.1"))
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -153,8 +153,22 @@ def test_hub_id_offline(cli_data: Path, tmp_path: Path, capsys: pytest.CaptureFi
 def test_single_example_class_is_named(tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     texts, labels = make_texts(5, seed=1)
     data = write_table(tmp_path / "d.csv", {"text": texts + ["tax form"], "label": labels + ["taxes"]})
-    code, _, stderr = _main(capsys, _train_args(data, tmp_path / "run", tiny_model))
+    code, _, stderr = _main(capsys, _train_args(data, tmp_path / "run", tiny_model, "--validation-fraction", "0.1"))
     assert code == 1 and "'taxes'" in stderr and "single example" in stderr
+
+
+def test_small_classes_train_on_every_row_without_validation(tiny_model: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    texts, labels = make_texts(5, seed=1)
+    data = write_table(tmp_path / "d.csv", {"text": texts + ["tax form"], "label": labels + ["taxes"]})
+    code, stdout, stderr = _main(capsys, _train_args(data, tmp_path / "run", tiny_model))
+    assert code == 0, stderr
+    manifest = json.loads((tmp_path / "run" / "lorafit.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert manifest["data"]["validation"] is None and manifest["data"]["train"]["rows"] == len(texts) + 1
+    assert "taxes" in manifest["labels"] and metrics["validation"] == {}
+    assert metrics["best_step"] == metrics["steps"] and "last state" in stdout
+    assert "none (trained on every row" in (tmp_path / "run" / "README.md").read_text()
 
 
 def test_unknown_format(tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

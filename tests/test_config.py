@@ -32,7 +32,8 @@ from lorafit.errors import ConfigError
     (TrainConfig, {"warmup_ratio": 1.0}, "warmup_ratio"),
     (TrainConfig, {"patience": -1}, "patience"),
     (TrainConfig, {"model": ""}, "model"),
-    (DataConfig, {"validation_fraction": 0.0}, "validation_fraction"),
+    (DataConfig, {"validation_fraction": -0.1}, "validation_fraction"),
+    (DataConfig, {"validation_fraction": "half"}, "validation_fraction"),
     (DataConfig, {"validation_fraction": 1.0}, "validation_fraction"),
     (DataConfig, {"empty_texts": "keep"}, "empty_texts"),
     (DataConfig, {"text_column": ""}, "text_column"),
@@ -67,7 +68,17 @@ def test_defaults_are_valid() -> None:
     cfg = TrainConfig()
     assert cfg.model == "minilm" and cfg.eval_every == "epoch" and cfg.pooling == "mean"
     assert LoraSettings().target_modules is None
-    assert DataConfig().validation_fraction == 0.1
+    assert DataConfig().validation_fraction == "auto"
+
+
+def test_validation_fraction_auto_depends_on_the_smallest_class() -> None:
+    from lorafit.config import AUTO_VALIDATION_MIN_ROWS, resolve_validation_fraction
+
+    assert resolve_validation_fraction("auto", AUTO_VALIDATION_MIN_ROWS) == 0.1
+    assert resolve_validation_fraction("auto", AUTO_VALIDATION_MIN_ROWS - 1) == 0.0
+    assert resolve_validation_fraction(0.25, 1) == 0.25
+    assert DataConfig(validation_fraction="0").validation_fraction == 0.0
+    assert DataConfig(validation_fraction=" AUTO ").validation_fraction == "auto"
 
 
 def test_target_modules_are_stripped() -> None:

@@ -94,6 +94,28 @@ def test_probe_start_is_evaluated_at_step_zero(tiny_model: str) -> None:
     assert result.history[0]["train_loss"] is None and result.history[0]["epoch"] == 0.0
 
 
+def test_without_validation_every_step_runs_and_the_last_state_is_kept(tiny_model: str) -> None:
+    trainer, data = _trainer(tiny_model, epochs=3, patience=1, probe_init=True)
+    trainer.evaluate = lambda *a: pytest.fail("nothing to evaluate without validation data")
+    result = trainer.fit(data[0], data[1], None, None, data[4])
+    assert result.steps == 3 * math.ceil(60 / 8) and not result.stopped_early
+    assert result.best_step == result.steps and result.best_metric is None
+    assert [h["epoch"] for h in result.history] == [1.0, 2.0, 3.0]
+    assert all(set(h) == {"step", "epoch", "train_loss"} for h in result.history)
+
+
+def test_training_flops_come_from_the_real_token_counts(tiny_model: str) -> None:
+    from lorafit.flops import block_shape, forward_flops
+
+    trainer, data = _trainer(tiny_model, epochs=2, patience=0, probe_init=False)
+    result = trainer.fit(*data)
+    hidden, ffn, blocks = block_shape(trainer.model.encoder.config)
+    running = blocks - trainer.model.split
+    expected = 2 * 2 * forward_flops(data[0].lengths, hidden, ffn, running).sum() / 1e12  # 2 epochs, fwd + bwd
+    assert running >= 1 and np.isclose(result.train_tflops, expected, rtol=1e-9)
+    assert result.loop_seconds > 0 and result.mfu > 0
+
+
 def test_training_changes_only_trainable_weights(tiny_model: str) -> None:
     trainer, data = _trainer(tiny_model, epochs=1, patience=0, probe_init=False)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -164,3 +186,4 @@ def test_metrics_json(run_dir: Path) -> None:
     assert best["val_accuracy"] == max(h["val_accuracy"] for h in history)
     assert metrics["train_samples"] == 81 and metrics["precision"] == "fp32"
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+    assert metrics["train_tflops"] > 0 and metrics["matmul_peak_gflops"] > 0 and 0 < metrics["mfu"] < 1.5

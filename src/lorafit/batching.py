@@ -10,13 +10,17 @@ BUCKET_BATCHES = 50
 """Training batches are formed inside windows of this many batches, sorted by length."""
 
 
-def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     bucketing: bool = True) -> list[np.ndarray]:
     """Shuffle, then sort by length inside windows of ``BUCKET_BATCHES`` batches, then shuffle the batches.
 
     Each example appears exactly once per epoch; batches hold texts of similar length, so padding
-    (wasted compute) is small while the order stays random from epoch to epoch.
+    (wasted compute) is small while the order stays random from epoch to epoch. Without
+    ``bucketing``: consecutive slices of the shuffled order.
     """
     order = rng.permutation(len(lengths))
+    if not bucketing:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     window = batch_size * BUCKET_BATCHES
     batches: list[np.ndarray] = []
     for start in range(0, len(order), window):

@@ -10,7 +10,7 @@ def model_card(manifest: dict, metrics: dict) -> str:
     """Markdown: data, labels, settings, metrics (with the data they were measured on) and how to load."""
     labels = manifest["labels"]
     data = manifest.get("data", {})
-    train, val = data.get("train", {}), data.get("validation", {})
+    train, val = data.get("train", {}), data.get("validation") or {}
     lora, cfg = manifest["lora"], manifest["train_config"]
     val_metrics = metrics.get("validation", {})
     shown = ", ".join(f"`{x}`" for x in labels[:20]) + (f" and {len(labels) - 20} more" if len(labels) > 20 else "")
@@ -21,7 +21,7 @@ A LoRA adapter and linear head on top of `{manifest['base_model']['name']}`
 
 ## Data
 - Training: {train.get('source', '?')}, {train.get('rows', '?')} rows ({train.get('dropped_empty', 0)} empty texts dropped, {train.get('truncated', 0)} truncated at {cfg['max_length']} tokens)
-- Validation: {val.get('source', '?')}, {val.get('rows', '?')} rows
+- Validation: {f"{val.get('source', '?')}, {val.get('rows', '?')} rows" if val else 'none (trained on every row; the last state is kept)'}
 - Labels ({len(labels)}): {shown}
 
 ## Settings

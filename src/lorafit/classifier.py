@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from lorafit import __version__, card, metrics
-from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, to_dict
+from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, resolve_validation_fraction, to_dict
 from lorafit.data import Encoded, LabeledData, check_trainable, label_order, stratified_split, tokenize
 from lorafit.errors import ConfigError, DataError, RunDirError
 from lorafit.inference import INFERENCE_PRECISION, forward_all, softmax, token_batches
@@ -114,20 +115,26 @@ class Classifier:
             val = read_labeled(validation_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
         return self._fit(train, val, callback)
 
-    def _holdout(self, data: LabeledData) -> tuple[LabeledData, LabeledData]:
-        """A seeded stratified validation split; the count of dropped rows stays with the training part."""
-        fraction = self.data_config.validation_fraction
+    def _holdout(self, data: LabeledData) -> tuple[LabeledData, LabeledData | None]:
+        """A seeded stratified validation split, or none (``validation_fraction`` 0, or ``auto`` on small
+        classes); the count of dropped rows stays with the training part."""
+        smallest = min(Counter(data.labels).values())
+        fraction = resolve_validation_fraction(self.data_config.validation_fraction, smallest)
+        if fraction == 0:
+            logger.info("no validation split (validation_fraction=%s, smallest class %d rows): training on every "
+                        "row and keeping the last state", self.data_config.validation_fraction, smallest)
+            return data, None
         train_index, val_index = stratified_split(data.labels, fraction, self.train_config.seed)
         train, val = data.subset(train_index), data.subset(val_index)
         train.dropped_empty = data.dropped_empty
         val.source = f"{data.source} (stratified {fraction:.0%} split)"
         return train, val
 
-    def _fit(self, train: LabeledData, val: LabeledData, callback: Callback | None) -> "Classifier":
+    def _fit(self, train: LabeledData, val: LabeledData | None, callback: Callback | None) -> "Classifier":
         cfg = self.train_config
         self.classes_ = label_order(train.labels)
         index = {label: i for i, label in enumerate(self.classes_)}
-        unseen = sorted(set(val.labels) - set(index))
+        unseen = sorted(set(val.labels) - set(index)) if val else []
         if unseen:
             raise DataError(f"validation data has label(s) the training data lacks: {', '.join(map(repr, unseen[:10]))}; "
                             "every validation label needs training examples")
@@ -140,27 +147,29 @@ class Classifier:
                               f"pass --max-length {limit} or less")
         self.base = {"name": cfg.model, "path": resolve_model(cfg.model), "hash": weights_hash(encoder)}
         torch.manual_seed(cfg.seed)  # LoRA's A matrices and the head are initialised from torch's RNG
-        self.model = build_classifier(encoder, self.classes_, cfg.pooling, self.lora, self.base["path"])
+        self.model = build_classifier(encoder, self.classes_, cfg.pooling, self.lora, self.base["path"],
+                                      cfg.cache_frozen)
         if callback:
             callback.on_phase("tokenize")
         train_enc = tokenize(self.tokenizer, train.texts, cfg.max_length)
-        val_enc = tokenize(self.tokenizer, val.texts, cfg.max_length)
+        val_enc = tokenize(self.tokenizer, val.texts, cfg.max_length) if val else None
         for name, encoded in (("training", train_enc), ("validation", val_enc)):
-            if encoded.truncated:
+            if encoded is not None and encoded.truncated:
                 logger.warning("%d %s text(s) are longer than max_length=%d tokens and were truncated; "
                                "raise --max-length to keep more", encoded.truncated, name, cfg.max_length)
         train_y = np.array([index[x] for x in train.labels])
-        val_y = np.array([index[x] for x in val.labels])
+        val_y = np.array([index[x] for x in val.labels]) if val else None
         trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback)
         self._train_precision = trainer.precision
         result = trainer.fit(train_enc, train_y, val_enc, val_y, len(self.classes_))
         self.model.eval()
-        best = result.history[[h["step"] for h in result.history].index(result.best_step)]
+        best = next((h for h in result.history if h["step"] == result.best_step), {})
         self.metrics_ = {"validation": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
                          "best_step": result.best_step, "best_epoch": result.best_epoch,
                          **{k: v for k, v in result.to_dict().items() if k not in ("best_step", "best_epoch")}}
         self.metrics_["train_wall_seconds"] = self.metrics_.pop("train_seconds")
-        self.data_summary = {"train": self._summary(train, train_enc), "validation": self._summary(val, val_enc)}
+        self.data_summary = {"train": self._summary(train, train_enc),
+                             "validation": self._summary(val, val_enc) if val else None}
         return self
 
     @staticmethod

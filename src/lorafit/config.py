@@ -33,16 +33,18 @@ class DataConfig:
     """Column that holds the text to classify."""
     label_column: str = "label"
     """Column that holds the label (strings or integers)."""
-    validation_fraction: float = 0.1
-    """Share of each class held out for validation when no validation file is given."""
+    validation_fraction: float | str = "auto"
+    """Share of each class held out for validation (early stopping, best checkpoint) when no validation
+    file is given; ``0`` trains on every row for the full step budget and keeps the last state;
+    ``"auto"``: ``0.1`` when every class has at least ``AUTO_VALIDATION_MIN_ROWS`` rows, else ``0``
+    (with a few examples per class a held-out row teaches more than it measures)."""
     empty_texts: str = "drop"
     """What to do with empty or whitespace-only texts: ``drop`` them (counted, with a warning) or ``error``."""
 
     def __post_init__(self) -> None:
         _check(bool(self.text_column), "text_column must not be empty")
         _check(bool(self.label_column), "label_column must not be empty")
-        _check(0.0 < self.validation_fraction < 1.0,
-               f"validation_fraction must be between 0 and 1 (exclusive), got {self.validation_fraction!r}")
+        self.validation_fraction = parse_validation_fraction(self.validation_fraction)
         _check(self.empty_texts in ("drop", "error"),
                f"empty_texts must be 'drop' or 'error', got {self.empty_texts!r}")
 
@@ -115,6 +117,11 @@ class TrainConfig:
     """``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where the CPU/GPU supports it natively)."""
     eval_batch_size: int = 256
     """Examples per batch when evaluating and predicting."""
+    length_bucketing: bool = True
+    """Form training batches from texts of similar length (less padding); off: plain shuffled batches."""
+    cache_frozen: bool = True
+    """Compute the frozen blocks below the lowest LoRA block once and reuse their output every epoch;
+    off: recompute them at every step (the same model, slower)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must not be empty; use 'minilm', a model directory or a hub id")
@@ -131,6 +138,31 @@ class TrainConfig:
         _check(self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.eval_every = parse_eval_every(self.eval_every)
+
+
+AUTO_VALIDATION_FRACTION = 0.1
+AUTO_VALIDATION_MIN_ROWS = 20
+"""``validation_fraction="auto"`` holds out 10% only when the smallest class has at least this many rows."""
+
+
+def parse_validation_fraction(value: float | str) -> float | str:
+    """``"auto"`` or a fraction in [0, 1), from a flag value such as ``"auto"``, ``"0"`` or ``"0.2"``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"validation_fraction must be 'auto' or a number in [0, 1), got {value!r}") from None
+    _check(0.0 <= fraction < 1.0, f"validation_fraction must be 'auto' or a number in [0, 1) "
+                                  f"(0: no validation split), got {value!r}")
+    return fraction
+
+
+def resolve_validation_fraction(value: float | str, smallest_class: int) -> float:
+    """The fraction ``value`` stands for, given the row count of the smallest class."""
+    if value != "auto":
+        return float(value)
+    return AUTO_VALIDATION_FRACTION if smallest_class >= AUTO_VALIDATION_MIN_ROWS else 0.0
 
 
 def parse_eval_every(value: int | str) -> int | str:

@@ -139,6 +139,22 @@ class LoraClassifier(nn.Module):
         self.split = split
         self._top: list[nn.Module] = []  # built on first use; a list so it is not a registered submodule
 
+    def train(self, mode: bool = True) -> "LoraClassifier":
+        """Like ``nn.Module.train``, but the frozen prefix (embeddings and the blocks below the lowest LoRA
+        block) stays in eval mode: no dropout there, so it computes exactly what the cache holds, and a
+        run with ``cache_frozen`` off trains the same model as one with it on."""
+        super().train(mode)
+        layers = self.lora_settings.layers_to_transform
+        if mode and layers and min(layers) > 0 and self.lora_settings.bias != "all":
+            from lorafit.cache import block_list
+
+            found = block_list(self.encoder)
+            if found is not None and hasattr(self.encoder, "embeddings"):
+                self.encoder.embeddings.eval()
+                for block in list(getattr(*found))[:min(layers)]:
+                    block.eval()
+        return self
+
     @property
     def encoder(self) -> nn.Module:
         """The base encoder with LoRA layers injected (and the head attached as ``classifier``)."""
@@ -193,8 +209,11 @@ def resolve_layers(encoder: nn.Module, layers: list[int] | str | None) -> list[i
 
 
 def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settings: LoraSettings,
-                     base_reference: str) -> LoraClassifier:
-    """Wrap ``encoder`` with LoRA and a head for ``labels``; only LoRA and head parameters train."""
+                     base_reference: str, cache_frozen: bool = True) -> LoraClassifier:
+    """Wrap ``encoder`` with LoRA and a head for ``labels``; only LoRA and head parameters train.
+
+    With ``cache_frozen``, the frozen blocks below the lowest LoRA block are marked for caching.
+    """
     from peft import get_peft_model
 
     settings = replace(settings, layers_to_transform=resolve_layers(encoder, settings.layers_to_transform))
@@ -207,7 +226,8 @@ def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settin
     from lorafit.cache import split_layer
 
     # bias='all' makes the bottom blocks' biases trainable too, so they are not frozen and cannot be cached.
-    split = split_layer(encoder, settings.layers_to_transform) if settings.bias != "all" else 0
+    cacheable = cache_frozen and settings.bias != "all"
+    split = split_layer(encoder, settings.layers_to_transform) if cacheable else 0
     return LoraClassifier(peft_model, pooling, settings, split)
 
 

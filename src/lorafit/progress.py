@@ -60,17 +60,20 @@ class RichCallback(Callback):
 
 
 def summary_table(clf) -> Table:
-    """Best validation metric, where it came from, time and speed."""
+    """Best validation metric, where it came from, time and speed (or the last state, without validation)."""
     m = clf.metrics_
     metric = clf.train_config.metric
-    table = Table(title="training summary")
-    for column in ("best val " + metric, "val accuracy", "val macro-F1", "best at", "train time", "samples/s",
-                   "peak memory"):
-        table.add_column(column, justify="right")
     v = m["validation"]
-    table.add_row(f"{100 * v[metric]:.2f}%", f"{100 * v['accuracy']:.2f}%", f"{100 * v['macro_f1']:.2f}%",
-                  f"epoch {m['best_epoch']:g}, step {m['best_step']}" + (" (probe)" if m["best_step"] == 0 else ""),
-                  f"{m['train_wall_seconds']:.1f} s", f"{m['train_samples_per_second']:.1f}",
+    table = Table(title="training summary")
+    columns = ("best val " + metric, "val accuracy", "val macro-F1", "best at") if v else ("validation", "kept")
+    for column in columns + ("train time", "samples/s", "peak memory"):
+        table.add_column(column, justify="right")
+    if v:
+        cells = (f"{100 * v[metric]:.2f}%", f"{100 * v['accuracy']:.2f}%", f"{100 * v['macro_f1']:.2f}%",
+                 f"epoch {m['best_epoch']:g}, step {m['best_step']}" + (" (probe)" if m["best_step"] == 0 else ""))
+    else:
+        cells = ("none (trained on every row)", f"last state, step {m['best_step']}")
+    table.add_row(*cells, f"{m['train_wall_seconds']:.1f} s", f"{m['train_samples_per_second']:.1f}",
                   f"{m['peak_memory_mb']:.0f} MiB")
     return table
 

@@ -17,6 +17,7 @@ from lorafit.batching import bucketed_batches
 from lorafit.config import TrainConfig
 from lorafit.data import Encoded
 from lorafit.cache import build_cache
+from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
 from lorafit.memory import peak_memory_mb, release_free_memory
 from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
 from lorafit.models import LoraClassifier, count_parameters
@@ -45,7 +46,7 @@ class TrainResult:
     """What happened during training: the evaluation history and where the best checkpoint came from."""
 
     history: list[dict] = field(default_factory=list)
-    best_metric: float = float("nan")
+    best_metric: float | None = None
     best_step: int = 0
     best_epoch: float = 0.0
     steps: int = 0
@@ -63,6 +64,14 @@ class TrainResult:
     strategy: str = ""
     """Which blocks train and which are cached, in words."""
     peak_memory_mb: float = 0.0
+    loop_seconds: float = 0.0
+    """Time spent in optimisation steps (evaluations excluded)."""
+    train_tflops: float = 0.0
+    """Model FLOPs of the optimisation steps, from the real token counts (see :mod:`lorafit.flops`)."""
+    matmul_peak_gflops: float = 0.0
+    """Best square-matmul rate in the training precision, measured at the start of this run."""
+    mfu: float = 0.0
+    """Model FLOPs utilisation of the optimisation steps: ``train_tflops / loop_seconds`` over the peak."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +136,8 @@ class Trainer:
         blocks = f"LoRA on encoder blocks {', '.join(map(str, layers))}"
         if self.model.split:
             blocks += f"; blocks 0-{self.model.split - 1} frozen, their output computed once and cached"
+        elif min(layers) > 0:
+            blocks += f"; blocks 0-{min(layers) - 1} frozen, recomputed at every step (not cached)"
         return f"{blocks}; {head}, {self.precision}"
 
     def _run(self, source: Source, precision: str, method: str = "forward") -> np.ndarray:
@@ -137,8 +148,8 @@ class Trainer:
         """Headline metrics on ``source``, in fp32 like ``lorafit evaluate``."""
         return metrics.headline(label_ids, self._run(source, INFERENCE_PRECISION).argmax(1), n_labels)
 
-    def prepare(self, train: Encoded, val: Encoded, features_needed: bool
-                ) -> tuple[Source, Source, np.ndarray | None]:
+    def prepare(self, train: Encoded, val: Encoded | None, features_needed: bool
+                ) -> tuple[Source, Source | None, np.ndarray | None]:
         """Training and validation sources, plus the frozen embeddings of the training texts if needed.
 
         Without frozen bottom blocks the sources are token batches. With them, one pass caches the
@@ -148,14 +159,17 @@ class Trainer:
         if not split:
             train_src = Source(train.lengths, token_batches(train, self.pad_id))
             features = self._run(train_src, self.precision, method="embed") if features_needed else None
-            return train_src, Source(val.lengths, token_batches(val, self.pad_id)), features
+            return train_src, Source(val.lengths, token_batches(val, self.pad_id)) if val else None, features
         self.callback.on_phase("cache")
         train_cache, features = build_cache(self.model.encoder, train, split, self.pad_id, size, self.precision,
                                             self.device, pooling=self.model.pooling if features_needed else None)
-        val_cache, _ = build_cache(self.model.encoder, val, split, self.pad_id, size, INFERENCE_PRECISION, self.device)
-        logger.info("cached the output of the %d frozen bottom block(s) for %d + %d texts", split, len(train), len(val))
-        return (Source(train.lengths, lambda index: train_cache.batch(index, torch.float32)),
-                Source(val.lengths, lambda index: val_cache.batch(index, torch.float32)), features)
+        val_source = None
+        if val is not None:
+            val_cache, _ = build_cache(self.model.encoder, val, split, self.pad_id, size, INFERENCE_PRECISION, self.device)
+            val_source = Source(val.lengths, lambda index: val_cache.batch(index, torch.float32))
+        logger.info("cached the output of the %d frozen bottom block(s) for %d + %d texts", split, len(train),
+                    len(val) if val else 0)
+        return Source(train.lengths, lambda index: train_cache.batch(index, torch.float32)), val_source, features
 
     def init_head_from_probe(self, features: np.ndarray, train_y: np.ndarray, n_labels: int) -> None:
         """Fit a logistic regression on the frozen embeddings and copy it into the head."""
@@ -163,9 +177,12 @@ class Trainer:
         weight, bias = fit_probe(features, train_y, n_labels, seed=self.config.seed)
         init_head(self.model.head, weight, bias)
 
-    def fit(self, train_tokens: Encoded, train_y: np.ndarray, val_tokens: Encoded, val_y: np.ndarray,
+    def fit(self, train_tokens: Encoded, train_y: np.ndarray, val_tokens: Encoded | None, val_y: np.ndarray | None,
             n_labels: int) -> TrainResult:
-        """Train, evaluating on the validation data; the best checkpoint by ``config.metric`` is restored."""
+        """Train, evaluating on the validation data; the best checkpoint by ``config.metric`` is restored.
+
+        Without validation data (``val_tokens`` None) every step runs and the last state is kept.
+        """
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
@@ -179,6 +196,8 @@ class Trainer:
         if cfg.probe_init:
             self.init_head_from_probe(features, train_y, n_labels)
         result.prepare_seconds = time.perf_counter() - wall
+        result.matmul_peak_gflops = matmul_peak_gflops(self.precision, self.device)
+        step_flops = self._row_flops(train.lengths)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -187,15 +206,18 @@ class Trainer:
         model, optimizer = self.accelerator.prepare(self.model, optimizer)
         self.callback.on_train_begin(total, result.trainable_parameters, result.total_parameters)
         best = _Best()
-        if cfg.probe_init:
+        if cfg.probe_init and val is not None:
             self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels)
         labels = torch.as_tensor(train_y, dtype=torch.long)
         step, seen, losses, stop = 0, 0, [], False
         model.train()
         self.callback.on_phase("train")
         for epoch in range(cfg.epochs):
-            for index in bucketed_batches(train.lengths, cfg.batch_size, rng):
+            for index in bucketed_batches(train.lengths, cfg.batch_size, rng, cfg.length_bucketing):
+                started = time.perf_counter()
                 losses.append(self._step(model, optimizer, scheduler, params, train.make_batch(index), labels[index]))
+                result.loop_seconds += time.perf_counter() - started
+                result.train_tflops += float(step_flops[index].sum()) / 1e12
                 step, seen = step + 1, seen + len(index)
                 if step % TRIM_EVERY == 0:
                     release_free_memory()
@@ -213,10 +235,17 @@ class Trainer:
         result.train_seconds = time.perf_counter() - wall
         result.steps = step
         result.train_samples_per_second = seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
+        if result.loop_seconds > 0 and result.matmul_peak_gflops > 0:
+            result.mfu = result.train_tflops * 1e3 / result.loop_seconds / result.matmul_peak_gflops
         self._restore(best, result)
         result.peak_memory_mb = peak_memory_mb()
         self.callback.on_train_end(result)
         return result
+
+    def _row_flops(self, lengths: np.ndarray) -> np.ndarray:
+        """Training FLOPs of each row per step: forward and backward through the blocks that run."""
+        hidden, intermediate, blocks = block_shape(self.model.encoder.config)
+        return BACKWARD_FACTOR * forward_flops(lengths, hidden, intermediate, blocks - self.model.split)
 
     def _step(self, model: torch.nn.Module, optimizer, scheduler, params: list[torch.nn.Parameter],
               batch: dict[str, torch.Tensor], targets: torch.Tensor) -> float:
@@ -234,10 +263,17 @@ class Trainer:
 
     def _record(self, result: TrainResult, best: _Best, step: int, epoch: float, loss: float,
                 val: Source, val_y: np.ndarray, n_labels: int) -> bool:
-        """Evaluate, keep the best state, and return True when early stopping says stop."""
+        """Evaluate, keep the best state, and return True when early stopping says stop.
+
+        Without validation data only the training loss is recorded, and the latest state counts as best.
+        """
+        record = {"step": step, "epoch": round(epoch, 3), "train_loss": None if np.isnan(loss) else float(loss)}
+        if val is None:
+            result.history.append(record)
+            best.step, best.epoch = step, epoch
+            return False
         scores = self.evaluate(val, val_y, n_labels)
-        record = {"step": step, "epoch": round(epoch, 3), "train_loss": None if np.isnan(loss) else float(loss),
-                  **{f"val_{k}": v for k, v in scores.items()}}
+        record.update({f"val_{k}": v for k, v in scores.items()})
         result.history.append(record)
         self.callback.on_evaluate(record)
         value = scores[self.config.metric]
@@ -259,4 +295,5 @@ class Trainer:
             with torch.no_grad():
                 for name, value in best.state.items():
                     params[name].copy_(value)
-        result.best_metric, result.best_step, result.best_epoch = best.metric, best.step, best.epoch
+        result.best_metric = best.metric if best.state else None
+        result.best_step, result.best_epoch = best.step, best.epoch

