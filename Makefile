@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean bench
+
+# The benchmarks behind BENCHMARKS.md (about 90 minutes on the 2-core machine; needs ../shared/data).
+DATA ?= ../shared/data
+RESULTS ?= bench/results
 
 $(BIN)/lorafit: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +27,17 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python bench/side_by_side.py $(DATA)/banking77/train.csv $(DATA)/banking77/test.csv \
+		$(RESULTS)/banking77_side_by_side.jsonl --rounds 2
+	$(BIN)/python bench/raw_speed.py $(DATA)/banking77/train.csv $(DATA)/banking77/test.csv \
+		$(RESULTS)/banking77_raw_speed.jsonl --rounds 2 --epochs 1
+	$(BIN)/python bench/few_shot.py $(RESULTS)/few_shot.jsonl \
+		--data banking77=$(DATA)/banking77/train.csv,$(DATA)/banking77/test.csv \
+		sst2=$(DATA)/sst2/train.csv,$(DATA)/sst2/validation.csv
+	$(BIN)/python bench/side_by_side.py $(DATA)/sst2/train.csv $(DATA)/sst2/validation.csv \
+		$(RESULTS)/sst2_side_by_side.jsonl --rounds 1 --expert-epochs 1
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -82,3 +82,18 @@ class Sink:
             sink.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
         return record
+
+
+def recipe_mfu(model: str, train: str, epochs: float, train_wall_s: float, peak_gflops: float) -> float:
+    """Model FLOPs utilisation of a reference recipe that trains LoRA on every block, counted by lorafit's
+    rule (:mod:`lorafit.flops`: real tokens, forward + backward = 2 x forward) over its training time."""
+    import pandas as pd
+    from transformers import AutoConfig, AutoTokenizer
+
+    from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops
+
+    texts = pd.read_csv(train, keep_default_na=False, dtype=str)["text"].tolist()
+    lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(model)(texts, truncation=True)["input_ids"]]
+    hidden, intermediate, blocks = block_shape(AutoConfig.from_pretrained(model))
+    flops = BACKWARD_FACTOR * epochs * forward_flops(lengths, hidden, intermediate, blocks).sum()
+    return round(flops / train_wall_s / (peak_gflops * 1e9), 4)

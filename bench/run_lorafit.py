@@ -18,6 +18,8 @@ import pandas as pd
 
 
 def parse_value(key: str, value: str):
+    if key == "layers_to_transform" and value in ("auto", "all"):
+        return value
     if key in ("layers_to_transform", "target_modules"):
         items = [v for v in value.split(",") if v]
         return [int(v) for v in items] if key == "layers_to_transform" else items

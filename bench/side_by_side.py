@@ -13,7 +13,7 @@ import statistics
 import sys
 import tempfile
 
-from common import HERE, PY, Sink, last_json, lorafit, model_dir, probe, run
+from common import HERE, PY, Sink, last_json, lorafit, model_dir, probe, recipe_mfu, run
 
 
 def expert(model: str, train: str, test: str, work: str, epochs: str) -> dict:
@@ -35,8 +35,11 @@ def main() -> None:
     sink = Sink(a.out, " ".join(["python", *sys.argv]))
     with tempfile.TemporaryDirectory() as work:
         for _ in range(a.rounds):
-            sink.keep(lorafit(a.train, a.test, work, a.lorafit_args.split()))
-            sink.keep(expert(model, a.train, a.test, work, a.expert_epochs))
+            ours = sink.keep(lorafit(a.train, a.test, work, a.lorafit_args.split()))
+            theirs = expert(model, a.train, a.test, work, a.expert_epochs)
+            theirs["mfu"] = recipe_mfu(model, a.train, float(a.expert_epochs), theirs["train_wall_s"],
+                                       ours["matmul_peak_gflops"])
+            sink.keep(theirs)
         sink.keep(probe(model, a.train, a.test))
     results = sink.results
     ours = [r["train_process_wall_s"] for r in results if r["tool"] == "lorafit"]

@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 from helpers import make_texts, vocabulary, write_labeled  # noqa: E402
 
 # Settings that make the tiny model learn the synthetic data quickly and reliably on a CPU.
-TINY_TRAIN = dict(epochs=3, batch_size=16, learning_rate=5e-3, precision="fp32", seed=0, patience=0,
+TINY_TRAIN = dict(epochs=3, min_steps=0, batch_size=16, learning_rate=5e-3, precision="fp32", seed=0, patience=0,
                   eval_batch_size=64)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorafit.batching import bucketed_batches, collate, sorted_batches
+from lorafit.batching import PAD_MULTIPLE, bucketed_batches, collate, padded_width, sorted_batches
 from lorafit.data import Encoded
 
 
@@ -79,14 +79,22 @@ def test_collate_pads_and_masks() -> None:
     encoded = Encoded([[2, 10, 11, 3], [2, 12, 3], [2, 3]], [[0, 0, 0, 0], [0, 1, 1], [0, 1]])
     batch = collate(encoded, np.array([1, 0, 2]), pad_id=0)
     assert batch["input_ids"].dtype == torch.long
-    assert batch["input_ids"].tolist() == [[2, 12, 3, 0], [2, 10, 11, 3], [2, 3, 0, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]]
-    assert batch["token_type_ids"].tolist() == [[0, 1, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
+    pad = [0] * (PAD_MULTIPLE - 4)  # widths are rounded up to a multiple of PAD_MULTIPLE
+    assert batch["input_ids"].tolist() == [[2, 12, 3, 0] + pad, [2, 10, 11, 3] + pad, [2, 3, 0, 0] + pad]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0] + pad, [1, 1, 1, 1] + pad, [1, 1, 0, 0] + pad]
+    assert batch["token_type_ids"].tolist() == [[0, 1, 1, 0] + pad, [0, 0, 0, 0] + pad, [0, 1, 0, 0] + pad]
+
+
+@pytest.mark.parametrize("longest", [1, 7, 8, 9, 127])
+def test_padded_width_is_the_next_multiple(longest: int) -> None:
+    width = padded_width(longest)
+    assert width % PAD_MULTIPLE == 0 and longest <= width < longest + PAD_MULTIPLE
 
 
 def test_collate_without_token_types_and_custom_pad() -> None:
     encoded = Encoded([[5, 6, 7], [5]])
     batch = collate(encoded, np.array([0, 1]), pad_id=99)
     assert set(batch) == {"input_ids", "attention_mask"}
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 99, 99]]
+    pad = [99] * (PAD_MULTIPLE - 3)
+    assert batch["input_ids"].tolist() == [[5, 6, 7] + pad, [5, 99, 99] + pad]
     assert batch["attention_mask"].sum().item() == 4

@@ -21,7 +21,7 @@ runner = CliRunner()
 
 def _train_args(data: Path, out: Path, model: str, *extra: str) -> list[str]:
     return ["train", str(data), "--out", str(out), "--model", model, "--no-progress", "--precision", "fp32",
-            "--epochs", "2", "--batch-size", "16", "--learning-rate", "5e-3", *extra]
+            "--epochs", "2", "--min-steps", "0", "--batch-size", "16", "--learning-rate", "5e-3", *extra]
 
 
 def _main(capsys: pytest.CaptureFixture, args: list[str]) -> tuple[int, str, str]:

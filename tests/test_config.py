@@ -31,6 +31,7 @@ from lorafit.errors import ConfigError
     (TrainConfig, {"weight_decay": -0.1}, "weight_decay"),
     (TrainConfig, {"warmup_ratio": 1.0}, "warmup_ratio"),
     (TrainConfig, {"patience": -1}, "patience"),
+    (TrainConfig, {"min_steps": -1}, "min_steps"),
     (TrainConfig, {"model": ""}, "model"),
     (DataConfig, {"validation_fraction": -0.1}, "validation_fraction"),
     (DataConfig, {"validation_fraction": "half"}, "validation_fraction"),

@@ -22,7 +22,7 @@ def _trainer(tiny_model: str, n_per_class: int = 20, callback: Callback | None =
     encoder, tokenizer = load_encoder(tiny_model)
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(), tiny_model)
     config = TrainConfig(model=tiny_model, **{"precision": "fp32", "learning_rate": 5e-3, "batch_size": 8,
-                                              **settings})
+                                              "min_steps": 0, **settings})
     texts, labels = make_texts(n_per_class, seed=0)
     val_texts, val_labels = make_texts(3, seed=1)
     data = (tokenize(tokenizer, texts, 64), np.array([LABELS.index(x) for x in labels]),
@@ -102,6 +102,21 @@ def test_without_validation_every_step_runs_and_the_last_state_is_kept(tiny_mode
     assert result.best_step == result.steps and result.best_metric is None
     assert [h["epoch"] for h in result.history] == [1.0, 2.0, 3.0]
     assert all(set(h) == {"step", "epoch", "train_loss"} for h in result.history)
+
+
+def test_min_steps_adds_epochs_on_small_data(tiny_model: str) -> None:
+    messages: list[str] = []
+
+    class Recorder(Callback):
+        def on_info(self, message: str) -> None:
+            messages.append(message)
+
+    trainer, data = _trainer(tiny_model, callback=Recorder(), epochs=1, min_steps=20, patience=0, probe_init=False)
+    result = trainer.fit(data[0], data[1], None, None, data[4])
+    assert result.epochs == 3 and result.steps == 3 * 8  # 60 rows at batch 8: 8 steps per epoch
+    assert any("3 epochs instead of 1" in m and "min_steps is 20" in m for m in messages)
+    trainer, data = _trainer(tiny_model, epochs=2, min_steps=5, patience=0, probe_init=False)
+    assert trainer.fit(data[0], data[1], None, None, data[4]).steps == 16  # already more than min_steps
 
 
 def test_training_flops_come_from_the_real_token_counts(tiny_model: str) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lorafit.batching import collate, sorted_batches
+from lorafit.batching import collate, padded_width, sorted_batches
 from lorafit.data import Encoded
 from lorafit.inference import autocast
 from lorafit.memory import release_free_memory
@@ -67,7 +67,9 @@ class PrefixCache:
     def batch(self, index: np.ndarray, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Padded ``inputs_embeds`` and ``attention_mask`` for rows ``index``."""
         rows = [self.states[self.offsets[i]:self.offsets[i] + self.lengths[i]] for i in index]
-        embeds = nn.utils.rnn.pad_sequence(rows, batch_first=True).to(dtype)
+        longest = max(len(r) for r in rows)
+        embeds = nn.functional.pad(nn.utils.rnn.pad_sequence(rows, batch_first=True),
+                                   (0, 0, 0, padded_width(longest) - longest)).to(dtype)
         mask = torch.zeros(embeds.shape[:2], dtype=torch.long)
         for j, i in enumerate(index):
             mask[j, :self.lengths[i]] = 1

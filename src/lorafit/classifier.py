@@ -121,8 +121,6 @@ class Classifier:
         smallest = min(Counter(data.labels).values())
         fraction = resolve_validation_fraction(self.data_config.validation_fraction, smallest)
         if fraction == 0:
-            logger.info("no validation split (validation_fraction=%s, smallest class %d rows): training on every "
-                        "row and keeping the last state", self.data_config.validation_fraction, smallest)
             return data, None
         train_index, val_index = stratified_split(data.labels, fraction, self.train_config.seed)
         train, val = data.subset(train_index), data.subset(val_index)
@@ -138,6 +136,13 @@ class Classifier:
         if unseen:
             raise DataError(f"validation data has label(s) the training data lacks: {', '.join(map(repr, unseen[:10]))}; "
                             "every validation label needs training examples")
+        if val is None:
+            smallest = min(Counter(train.labels).values())
+            message = (f"no validation data (validation_fraction={self.data_config.validation_fraction}, smallest "
+                       f"class {smallest} rows): training on all {len(train)} rows and keeping the last state")
+            logger.info(message)
+            if callback:
+                callback.on_info(message)
         if callback:
             callback.on_phase("load")
         encoder, self.tokenizer = load_encoder(cfg.model)

@@ -55,6 +55,7 @@ def train(
     use_rslora: Annotated[bool, typer.Option(help="Rank-stabilised LoRA scaling.")] = _default(LoraSettings, "use_rslora"),
     use_dora: Annotated[bool, typer.Option(help="DoRA (weight-decomposed LoRA).")] = _default(LoraSettings, "use_dora"),
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _default(TrainConfig, "epochs"),
+    min_steps: Annotated[int, typer.Option(help="At least this many optimisation steps (more epochs on small data); 0: exactly --epochs.")] = _default(TrainConfig, "min_steps"),
     batch_size: Annotated[int, typer.Option(help="Examples per optimisation step.")] = _default(TrainConfig, "batch_size"),
     learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then linear decay).")] = _default(TrainConfig, "learning_rate"),
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _default(TrainConfig, "weight_decay"),
@@ -75,7 +76,7 @@ def train(
     from lorafit.progress import RichCallback, summary_table
 
     clf = Classifier(
-        TrainConfig(model=model, pooling=pooling, probe_init=probe_init, epochs=epochs, batch_size=batch_size,
+        TrainConfig(model=model, pooling=pooling, probe_init=probe_init, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                     learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
                     max_length=max_length, seed=seed, eval_every=eval_every, patience=patience, metric=metric,
                     precision=precision, length_bucketing=length_bucketing, cache_frozen=cache_frozen),

@@ -94,7 +94,10 @@ class TrainConfig:
     probe_init: bool = True
     """Initialise the head from a logistic regression fitted on the frozen encoder's embeddings."""
     epochs: int = 2
-    """Passes over the training data (early stopping may end sooner)."""
+    """Passes over the training data (early stopping may end sooner; ``min_steps`` may add passes)."""
+    min_steps: int = 200
+    """At least this many optimisation steps: on small data the epochs are raised to reach it (a few
+    hundred examples give a few steps per epoch). 0: exactly ``epochs``."""
     batch_size: int = 32
     """Training examples per optimisation step."""
     learning_rate: float = 1e-3
@@ -134,6 +137,8 @@ class TrainConfig:
         _check_positive("learning_rate", self.learning_rate)
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        _check(isinstance(self.min_steps, int) and self.min_steps >= 0,
+               f"min_steps must be an integer >= 0, got {self.min_steps!r}")
         _check(isinstance(self.patience, int) and self.patience >= 0, f"patience must be an integer >= 0, got {self.patience!r}")
         _check(self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

@@ -61,6 +61,8 @@ class TrainResult:
     """Caching frozen blocks and fitting the probe head, before the first optimisation step."""
     cached_layers: int = 0
     """Bottom encoder blocks computed once and cached (0: none)."""
+    epochs: int = 0
+    """Epochs planned: ``epochs``, or more to reach ``min_steps``."""
     strategy: str = ""
     """Which blocks train and which are cached, in words."""
     peak_memory_mb: float = 0.0
@@ -199,7 +201,13 @@ class Trainer:
         result.matmul_peak_gflops = matmul_peak_gflops(self.precision, self.device)
         step_flops = self._row_flops(train.lengths)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        total = steps_per_epoch * cfg.epochs
+        result.epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+        if result.epochs > cfg.epochs:
+            message = (f"{result.epochs} epochs instead of {cfg.epochs}: {len(train)} rows make {steps_per_epoch} "
+                       f"step(s) per epoch, and min_steps is {cfg.min_steps}")
+            self.callback.on_info(message)
+            logger.info(message)
+        total = steps_per_epoch * result.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         scheduler = _schedule(optimizer, total, cfg.warmup_ratio)
@@ -212,7 +220,7 @@ class Trainer:
         step, seen, losses, stop = 0, 0, [], False
         model.train()
         self.callback.on_phase("train")
-        for epoch in range(cfg.epochs):
+        for epoch in range(result.epochs):
             for index in bucketed_batches(train.lengths, cfg.batch_size, rng, cfg.length_bucketing):
                 started = time.perf_counter()
                 losses.append(self._step(model, optimizer, scheduler, params, train.make_batch(index), labels[index]))
