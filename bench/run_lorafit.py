@@ -59,7 +59,9 @@ def main() -> None:
                       "best_step": m["best_step"], "val_accuracy": m["validation"].get("accuracy"),
                       "test_accuracy": round(acc, 4), "predict_samples_per_s": round(len(test) / (time.perf_counter() - t1), 1),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                      "cached_layers": m["cached_layers"], "precision": m["precision"]}), flush=True)
+                      "cached_layers": m["cached_layers"], "precision": m["precision"], "epochs": m["epochs"],
+                      "mfu": round(m["mfu"], 3), "matmul_peak_gflops": round(m["matmul_peak_gflops"]),
+                      "loop_s": round(m["loop_seconds"], 1)}), flush=True)
 
 
 if __name__ == "__main__":

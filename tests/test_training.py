@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import LABELS, make_texts
-from lorafit.config import LoraSettings, TrainConfig
+from lorafit.config import MIN_STEPS_MAX_EPOCHS, LoraSettings, TrainConfig
 from lorafit.data import tokenize
 from lorafit.inference import bf16_supported, resolve_precision
 from lorafit.models import build_classifier, load_encoder
@@ -117,6 +117,8 @@ def test_min_steps_adds_epochs_on_small_data(tiny_model: str) -> None:
     assert any("3 epochs instead of 1" in m and "min_steps is 20" in m for m in messages)
     trainer, data = _trainer(tiny_model, epochs=2, min_steps=5, patience=0, probe_init=False)
     assert trainer.fit(data[0], data[1], None, None, data[4]).steps == 16  # already more than min_steps
+    trainer, data = _trainer(tiny_model, epochs=1, min_steps=1000, patience=0, probe_init=False)
+    assert trainer.fit(data[0], data[1], None, None, data[4]).epochs == MIN_STEPS_MAX_EPOCHS  # capped
 
 
 def test_training_flops_come_from_the_real_token_counts(tiny_model: str) -> None:
@@ -129,6 +131,19 @@ def test_training_flops_come_from_the_real_token_counts(tiny_model: str) -> None
     expected = 2 * 2 * forward_flops(data[0].lengths, hidden, ffn, running).sum() / 1e12  # 2 epochs, fwd + bwd
     assert running >= 1 and np.isclose(result.train_tflops, expected, rtol=1e-9)
     assert result.loop_seconds > 0 and result.mfu > 0
+
+
+def test_uncached_frozen_blocks_count_forward_only(tiny_model: str) -> None:
+    from lorafit.flops import block_shape, forward_flops
+
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model,
+                             cache_frozen=False)
+    trainer = Trainer(model, TrainConfig(model=tiny_model, precision="fp32"), tokenizer.pad_token_id)
+    hidden, ffn, _ = block_shape(model.encoder.config)
+    lengths = np.array([3, 10])
+    expected = 2 * forward_flops(lengths, hidden, ffn, 1) + forward_flops(lengths, hidden, ffn, 1)
+    np.testing.assert_allclose(trainer._row_flops(lengths), expected)
 
 
 def test_training_changes_only_trainable_weights(tiny_model: str) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 from lorafit.errors import ConfigError
 
 METRICS = ("accuracy", "macro_f1")
+MIN_STEPS_MAX_EPOCHS = 10
+"""``min_steps`` adds epochs up to this many in all."""
 POOLINGS = ("mean", "cls")
 PRECISIONS = ("auto", "fp32", "bf16")
 BIASES = ("none", "all", "lora_only")
@@ -97,7 +99,8 @@ class TrainConfig:
     """Passes over the training data (early stopping may end sooner; ``min_steps`` may add passes)."""
     min_steps: int = 200
     """At least this many optimisation steps: on small data the epochs are raised to reach it (a few
-    hundred examples give a few steps per epoch). 0: exactly ``epochs``."""
+    hundred examples give a few steps per epoch), up to ``MIN_STEPS_MAX_EPOCHS`` epochs in all (a
+    handful of examples would otherwise be seen hundreds of times). 0: exactly ``epochs``."""
     batch_size: int = 32
     """Training examples per optimisation step."""
     learning_rate: float = 1e-3

@@ -14,7 +14,7 @@ import torch
 
 from lorafit import metrics
 from lorafit.batching import bucketed_batches
-from lorafit.config import TrainConfig
+from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig
 from lorafit.data import Encoded
 from lorafit.cache import build_cache
 from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
@@ -71,7 +71,7 @@ class TrainResult:
     train_tflops: float = 0.0
     """Model FLOPs of the optimisation steps, from the real token counts (see :mod:`lorafit.flops`)."""
     matmul_peak_gflops: float = 0.0
-    """Best square-matmul rate in the training precision, measured at the start of this run."""
+    """Best square-matmul rate in the training precision, measured before and after training in this run."""
     mfu: float = 0.0
     """Model FLOPs utilisation of the optimisation steps: ``train_tflops / loop_seconds`` over the peak."""
 
@@ -201,10 +201,10 @@ class Trainer:
         result.matmul_peak_gflops = matmul_peak_gflops(self.precision, self.device)
         step_flops = self._row_flops(train.lengths)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        result.epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+        result.epochs = max(cfg.epochs, min(math.ceil(cfg.min_steps / steps_per_epoch), MIN_STEPS_MAX_EPOCHS))
         if result.epochs > cfg.epochs:
             message = (f"{result.epochs} epochs instead of {cfg.epochs}: {len(train)} rows make {steps_per_epoch} "
-                       f"step(s) per epoch, and min_steps is {cfg.min_steps}")
+                       f"step(s) per epoch, and min_steps is {cfg.min_steps} (at most {MIN_STEPS_MAX_EPOCHS} epochs)")
             self.callback.on_info(message)
             logger.info(message)
         total = steps_per_epoch * result.epochs
@@ -243,6 +243,9 @@ class Trainer:
         result.train_seconds = time.perf_counter() - wall
         result.steps = step
         result.train_samples_per_second = seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
+        # A second measurement after training: the machine's rate varies (other processes, frequency), and
+        # the peak is the best it showed.
+        result.matmul_peak_gflops = max(result.matmul_peak_gflops, matmul_peak_gflops(self.precision, self.device))
         if result.loop_seconds > 0 and result.matmul_peak_gflops > 0:
             result.mfu = result.train_tflops * 1e3 / result.loop_seconds / result.matmul_peak_gflops
         self._restore(best, result)
@@ -251,9 +254,13 @@ class Trainer:
         return result
 
     def _row_flops(self, lengths: np.ndarray) -> np.ndarray:
-        """Training FLOPs of each row per step: forward and backward through the blocks that run."""
+        """Training FLOPs of each row per step: forward and backward through the blocks from the lowest
+        LoRA block up, plus forward only through frozen blocks below it that are not cached."""
         hidden, intermediate, blocks = block_shape(self.model.encoder.config)
-        return BACKWARD_FACTOR * forward_flops(lengths, hidden, intermediate, blocks - self.model.split)
+        layers = self.model.lora_settings.layers_to_transform
+        lowest = min(layers) if layers and self.model.lora_settings.bias != "all" else 0
+        trained = BACKWARD_FACTOR * forward_flops(lengths, hidden, intermediate, blocks - lowest)
+        return trained + forward_flops(lengths, hidden, intermediate, max(0, lowest - self.model.split))
 
     def _step(self, model: torch.nn.Module, optimizer, scheduler, params: list[torch.nn.Parameter],
               batch: dict[str, torch.Tensor], targets: torch.Tensor) -> float:
