@@ -53,7 +53,8 @@ def main() -> None:
     t1 = time.perf_counter()
     acc = float((pd.Series(clf.predict(test["text"].tolist())) == test["label"].values).mean())
     m = clf.metrics_
-    print(json.dumps({"tool": "lorafit", "settings": settings, "train_rows": len(train), "total_wall_s": round(wall, 1),
+    print(json.dumps({"tool": "lorafit", "settings": settings, "per_class": a.per_class, "seed_data": a.seed_data,
+                      "train_rows": len(train), "total_wall_s": round(wall, 1),
                       "train_wall_s": round(m["train_wall_seconds"], 1), "prepare_s": round(m["prepare_seconds"], 1),
                       "train_samples_per_s": round(m["train_samples_per_second"], 1), "steps": m["steps"],
                       "best_step": m["best_step"], "val_accuracy": m["validation"].get("accuracy"),

@@ -34,11 +34,7 @@ import transformers
 from datasets import Dataset
 from setfit import SetFitModel, Trainer, TrainingArguments
 
-
-def sample(train: str, per_class: int, seed: int) -> pd.DataFrame:
-    """The few-shot rows bench/few_shot.py draws for this seed."""
-    frame = pd.read_csv(train, keep_default_na=False, dtype=str)
-    return frame.sample(frac=1, random_state=seed).groupby("label").head(per_class)
+from few_shot import sample  # the same rows for each seed
 
 
 def machine() -> dict:
