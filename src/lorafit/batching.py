@@ -11,7 +11,7 @@ BUCKET_BATCHES = 50
 
 PAD_MULTIPLE = 8
 """Batches are padded to a multiple of this many tokens. Every distinct input shape makes oneDNN build
-(and keep) a new bf16 kernel with its own packed weights: with free lengths a BANKING77 run meets ~80
+(and keep) a new bf16 kernel and its buffers: with free lengths a BANKING77 run meets dozens of
 shapes and resident memory grows by hundreds of MiB; multiples of 8 leave about ten."""
 
 

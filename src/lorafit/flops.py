@@ -4,9 +4,10 @@ matmul peak of this machine, measured in the same run.
 Counting rule: a transformer block's forward pass over a text of ``L`` real tokens costs
 ``L * 2 * (4 h^2 + 2 h f)`` for its projections (hidden size ``h``, feed-forward size ``f``) plus
 ``4 L^2 h`` for attention scores and mixing. Padding is not counted: it is waste, not work. A LoRA
-training step runs the forward pass of the blocks that are not cached and a backward pass that
-costs about the same again: the frozen weights need gradients for their inputs, not for themselves
-(the LoRA matrices' own gradients are under 1% and left out). So a step counts 2 x forward.
+training step runs the forward pass from the lowest LoRA block up and a backward pass that costs
+about the same again: the frozen weights need gradients for their inputs, not for themselves (the
+LoRA matrices' own gradients are under 1% and left out). So those blocks count 2 x forward; frozen
+blocks below them that are recomputed at every step (cache off) count forward only.
 """
 from __future__ import annotations
 
