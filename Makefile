@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test install clean bench
 
-# The benchmarks behind BENCHMARKS.md (about 90 minutes on the 2-core machine; needs ../shared/data).
+# The benchmarks behind BENCHMARKS.md (about 70 minutes on the 2-core machine; needs ../shared/data).
 DATA ?= ../shared/data
 RESULTS ?= bench/results
 

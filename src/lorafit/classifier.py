@@ -132,7 +132,7 @@ class Classifier:
         cfg = self.train_config
         self.classes_ = label_order(train.labels)
         index = {label: i for i, label in enumerate(self.classes_)}
-        unseen = sorted(set(val.labels) - set(index)) if val else []
+        unseen = sorted(set(val.labels) - set(index)) if val is not None else []
         if unseen:
             raise DataError(f"validation data has label(s) the training data lacks: {', '.join(map(repr, unseen[:10]))}; "
                             "every validation label needs training examples")
@@ -157,13 +157,13 @@ class Classifier:
         if callback:
             callback.on_phase("tokenize")
         train_enc = tokenize(self.tokenizer, train.texts, cfg.max_length)
-        val_enc = tokenize(self.tokenizer, val.texts, cfg.max_length) if val else None
+        val_enc = tokenize(self.tokenizer, val.texts, cfg.max_length) if val is not None else None
         for name, encoded in (("training", train_enc), ("validation", val_enc)):
             if encoded is not None and encoded.truncated:
                 logger.warning("%d %s text(s) are longer than max_length=%d tokens and were truncated; "
                                "raise --max-length to keep more", encoded.truncated, name, cfg.max_length)
         train_y = np.array([index[x] for x in train.labels])
-        val_y = np.array([index[x] for x in val.labels]) if val else None
+        val_y = np.array([index[x] for x in val.labels]) if val is not None else None
         trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback)
         self._train_precision = trainer.precision
         result = trainer.fit(train_enc, train_y, val_enc, val_y, len(self.classes_))
@@ -174,7 +174,7 @@ class Classifier:
                          **{k: v for k, v in result.to_dict().items() if k not in ("best_step", "best_epoch")}}
         self.metrics_["train_wall_seconds"] = self.metrics_.pop("train_seconds")
         self.data_summary = {"train": self._summary(train, train_enc),
-                             "validation": self._summary(val, val_enc) if val else None}
+                             "validation": self._summary(val, val_enc) if val is not None else None}
         return self
 
     @staticmethod

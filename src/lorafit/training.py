@@ -161,7 +161,7 @@ class Trainer:
         if not split:
             train_src = Source(train.lengths, token_batches(train, self.pad_id))
             features = self._run(train_src, self.precision, method="embed") if features_needed else None
-            return train_src, Source(val.lengths, token_batches(val, self.pad_id)) if val else None, features
+            return train_src, Source(val.lengths, token_batches(val, self.pad_id)) if val is not None else None, features
         self.callback.on_phase("cache")
         train_cache, features = build_cache(self.model.encoder, train, split, self.pad_id, size, self.precision,
                                             self.device, pooling=self.model.pooling if features_needed else None)
@@ -170,7 +170,7 @@ class Trainer:
             val_cache, _ = build_cache(self.model.encoder, val, split, self.pad_id, size, INFERENCE_PRECISION, self.device)
             val_source = Source(val.lengths, lambda index: val_cache.batch(index, torch.float32))
         logger.info("cached the output of the %d frozen bottom block(s) for %d + %d texts", split, len(train),
-                    len(val) if val else 0)
+                    len(val) if val is not None else 0)
         return Source(train.lengths, lambda index: train_cache.batch(index, torch.float32)), val_source, features
 
     def init_head_from_probe(self, features: np.ndarray, train_y: np.ndarray, n_labels: int) -> None:
