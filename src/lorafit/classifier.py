@@ -91,7 +91,7 @@ class Classifier:
         data = LabeledData(texts, labels, "training data")
         check_trainable(data)
         if validation is None:
-            train_data, val_data = self._holdout(data)
+            train_data, val_data = self._holdout(data, callback)
         else:
             val_texts, val_labels = _check_texts(validation[0], "validation texts"), [str(x) for x in validation[1]]
             if len(val_texts) != len(val_labels) or not val_texts:
@@ -110,17 +110,22 @@ class Classifier:
         train = read_labeled(train_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
         check_trainable(train)
         if validation_path is None:
-            train, val = self._holdout(train)
+            train, val = self._holdout(train, callback)
         else:
             val = read_labeled(validation_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
         return self._fit(train, val, callback)
 
-    def _holdout(self, data: LabeledData) -> tuple[LabeledData, LabeledData | None]:
+    def _holdout(self, data: LabeledData, callback: Callback | None) -> tuple[LabeledData, LabeledData | None]:
         """A seeded stratified validation split, or none (``validation_fraction`` 0, or ``auto`` on small
         classes); the count of dropped rows stays with the training part."""
         smallest = min(Counter(data.labels).values())
         fraction = resolve_validation_fraction(self.data_config.validation_fraction, smallest)
         if fraction == 0:
+            message = (f"no validation data (validation_fraction={self.data_config.validation_fraction}, smallest "
+                       f"class {smallest} rows): training on all {len(data)} rows and keeping the last state")
+            logger.info(message)
+            if callback:
+                callback.on_info(message)
             return data, None
         train_index, val_index = stratified_split(data.labels, fraction, self.train_config.seed)
         train, val = data.subset(train_index), data.subset(val_index)
@@ -136,13 +141,6 @@ class Classifier:
         if unseen:
             raise DataError(f"validation data has label(s) the training data lacks: {', '.join(map(repr, unseen[:10]))}; "
                             "every validation label needs training examples")
-        if val is None:
-            smallest = min(Counter(train.labels).values())
-            message = (f"no validation data (validation_fraction={self.data_config.validation_fraction}, smallest "
-                       f"class {smallest} rows): training on all {len(train)} rows and keeping the last state")
-            logger.info(message)
-            if callback:
-                callback.on_info(message)
         if callback:
             callback.on_phase("load")
         encoder, self.tokenizer = load_encoder(cfg.model)

@@ -130,13 +130,21 @@ class LoraClassifier(nn.Module):
     (``inputs_embeds``, ``attention_mask``).
     """
 
-    def __init__(self, peft_model: nn.Module, pooling: str, lora_settings: LoraSettings, split: int = 0) -> None:
+    def __init__(self, peft_model: nn.Module, pooling: str, lora_settings: LoraSettings,
+                 cache_frozen: bool = False) -> None:
+        from lorafit.cache import split_layer
+
         super().__init__()
         self.peft_model = peft_model
         self.pooling = pooling
         self.lora_settings = lora_settings
         """The LoRA settings as applied (``layers_to_transform`` resolved)."""
-        self.split = split
+        layers = lora_settings.layers_to_transform
+        # bias='all' makes every block's biases trainable, so then no block below the LoRA ones is frozen.
+        self.frozen_blocks = min(layers) if layers and lora_settings.bias != "all" else 0
+        """Bottom blocks in which nothing trains: no gradient reaches them, and they run in eval mode."""
+        self.split = split_layer(self.encoder, layers) if cache_frozen and self.frozen_blocks else 0
+        """Bottom blocks whose output is cached (0: none; also when the model's blocks cannot be located)."""
         self._top: list[nn.Module] = []  # built on first use; a list so it is not a registered submodule
 
     def train(self, mode: bool = True) -> "LoraClassifier":
@@ -144,14 +152,13 @@ class LoraClassifier(nn.Module):
         block) stays in eval mode: no dropout there, so it computes exactly what the cache holds, and a
         run with ``cache_frozen`` off trains the same model as one with it on."""
         super().train(mode)
-        layers = self.lora_settings.layers_to_transform
-        if mode and layers and min(layers) > 0 and self.lora_settings.bias != "all":
+        if mode and self.frozen_blocks:
             from lorafit.cache import block_list
 
             found = block_list(self.encoder)
             if found is not None and hasattr(self.encoder, "embeddings"):
                 self.encoder.embeddings.eval()
-                for block in list(getattr(*found))[:min(layers)]:
+                for block in list(getattr(*found))[:self.frozen_blocks]:
                     block.eval()
         return self
 
@@ -223,12 +230,7 @@ def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settin
     with _quiet_peft():
         peft_model = get_peft_model(encoder, lora_config(encoder, settings))
     peft_model.peft_config["default"].base_model_name_or_path = base_reference
-    from lorafit.cache import split_layer
-
-    # bias='all' makes the bottom blocks' biases trainable too, so they are not frozen and cannot be cached.
-    cacheable = cache_frozen and settings.bias != "all"
-    split = split_layer(encoder, settings.layers_to_transform) if cacheable else 0
-    return LoraClassifier(peft_model, pooling, settings, split)
+    return LoraClassifier(peft_model, pooling, settings, cache_frozen)
 
 
 def load_classifier(encoder: nn.Module, run_dir: str | Path, labels: list[str], pooling: str,

@@ -138,8 +138,8 @@ class Trainer:
         blocks = f"LoRA on encoder blocks {', '.join(map(str, layers))}"
         if self.model.split:
             blocks += f"; blocks 0-{self.model.split - 1} frozen, their output computed once and cached"
-        elif min(layers) > 0:
-            blocks += f"; blocks 0-{min(layers) - 1} frozen, recomputed at every step (not cached)"
+        elif self.model.frozen_blocks:
+            blocks += f"; blocks 0-{self.model.frozen_blocks - 1} frozen, recomputed at every step (not cached)"
         return f"{blocks}; {head}, {self.precision}"
 
     def _run(self, source: Source, precision: str, method: str = "forward") -> np.ndarray:
@@ -257,10 +257,9 @@ class Trainer:
         """Training FLOPs of each row per step: forward and backward through the blocks from the lowest
         LoRA block up, plus forward only through frozen blocks below it that are not cached."""
         hidden, intermediate, blocks = block_shape(self.model.encoder.config)
-        layers = self.model.lora_settings.layers_to_transform
-        lowest = min(layers) if layers and self.model.lora_settings.bias != "all" else 0
-        trained = BACKWARD_FACTOR * forward_flops(lengths, hidden, intermediate, blocks - lowest)
-        return trained + forward_flops(lengths, hidden, intermediate, max(0, lowest - self.model.split))
+        frozen = self.model.frozen_blocks
+        trained = BACKWARD_FACTOR * forward_flops(lengths, hidden, intermediate, blocks - frozen)
+        return trained + forward_flops(lengths, hidden, intermediate, frozen - self.model.split)
 
     def _step(self, model: torch.nn.Module, optimizer, scheduler, params: list[torch.nn.Parameter],
               batch: dict[str, torch.Tensor], targets: torch.Tensor) -> float:
