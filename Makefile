@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install browser clean bench
 
 # The benchmarks behind BENCHMARKS.md (about 70 minutes on the 2-core machine; needs ../shared/data).
 DATA ?= ../shared/data
@@ -25,7 +25,15 @@ demo: install
 	$(BIN)/lorafit predict runs/demo --top-k 3 "I still have not received my new card" \
 		"Can I top up with Apple Pay?" "Why was I charged a fee for my transfer?"
 
-test: install
+# Debian's Chromium for the browser tests (report page, service page); skipped with a message where it cannot
+# be installed (no root or no apt-get): those tests then skip too, unless LORAFIT_REQUIRE_BROWSER=1.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 \
+		&& apt-get install -y -q chromium >/dev/null 2>&1; }; }; } \
+		|| echo "chromium could not be installed: the browser tests will be skipped"
+
+test: install browser
 	$(BIN)/python -m pytest -q tests
 
 bench: install

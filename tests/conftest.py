@@ -17,6 +17,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from browser import browser_page  # noqa: E402,F401  (the headless Chromium fixture, for every test module)
 from helpers import make_texts, vocabulary, write_labeled  # noqa: E402
 
 # Settings that make the tiny model learn the synthetic data quickly and reliably on a CPU.
