@@ -394,3 +394,36 @@ def test_evaluate_reads_every_format(cli_run: tuple[Path, str], tmp_path: Path, 
     from lorafit import Classifier
 
     assert report["accuracy"] == pytest.approx(Classifier.load(out).evaluate(texts, labels)["accuracy"])
+
+
+# ----------------------------------------------------------------------------- calibration and abstaining
+def test_abstaining_run_through_train_predict_and_evaluate(cli_data: Path, tiny_model: str, tmp_path: Path) -> None:
+    out = tmp_path / "abstain_run"
+    result = runner.invoke(app, _train_args(cli_data, out, tiny_model, "--validation-fraction", "0.2",
+                                            "--threshold", "0.9", "--unknown-label", "not_sure"))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "lorafit.json").read_text())
+    assert manifest["abstain"] == {"threshold": 0.9, "unknown_label": "not_sure"}
+    texts = ["pizza and bread", "a song"]
+    records = [json.loads(line) for line in runner.invoke(app, ["predict", str(out), "--threshold", "1", *texts])
+               .stdout.splitlines()]
+    assert [r["label"] for r in records] == ["not_sure", "not_sure"]
+    assert all(r["score"] == max(r["probabilities"].values()) for r in records)
+    overridden = runner.invoke(app, ["predict", str(out), "--threshold", "0", *texts]).stdout.splitlines()
+    assert all(json.loads(line)["label"] in LABELS for line in overridden)
+    data = write_table(tmp_path / "test.csv", {"text": ["pizza bread", "song piano", "goal team"],
+                                               "label": ["food", "music", "sports"]})
+    report = json.loads(runner.invoke(app, ["evaluate", str(out), str(data), "--json", "--oos-label", "sports"]).stdout)
+    assert 0 <= report["ece"] <= 1 and 0 <= report["brier"] <= 2 and report["temperature"] > 0
+    assert report["abstain"]["threshold"] == 0.9 and report["abstain"]["oos_label"] == "sports"
+    tables = runner.invoke(app, ["evaluate", str(out), str(data), "--oos-label", "sports"]).stdout
+    assert "calibration" in tables and "out-of-scope recall" in tables
+
+
+@pytest.mark.parametrize("flag,value", [("--class-weights", "inverse"), ("--target-precision", "1.5"),
+                                        ("--threshold", "2")])
+def test_bad_scoring_flags_are_one_line_errors(cli_data: Path, tiny_model: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture, flag: str, value: str) -> None:
+    code, _, stderr = _main(capsys, _train_args(cli_data, tmp_path / "bad", tiny_model, flag, value))
+    assert code == 1 and flag[2:].replace("-", "_") in stderr and value in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "bad").exists()

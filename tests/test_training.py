@@ -31,13 +31,16 @@ def _trainer(tiny_model: str, n_per_class: int = 20, callback: Callback | None =
 
 
 def _scripted_evaluate(trainer: Trainer, scores: list[float], snapshots: list[dict]) -> None:
-    """Make ``trainer.evaluate`` return ``scores`` in turn, and record the trainable state at each call."""
+    """Make ``trainer.evaluate`` return ``scores`` in turn, and record the trainable state at each call.
+
+    The "logits" of call i are ``[[i]]``, so a test can tell which evaluation's logits were kept.
+    """
     calls = iter(scores)
 
     def evaluate(encoded, label_ids, n_labels):
         snapshots.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
         value = next(calls)
-        return {"accuracy": value, "macro_f1": value}
+        return {"accuracy": value, "macro_f1": value}, np.array([[len(snapshots) - 1.0]])
 
     trainer.evaluate = evaluate
 
@@ -56,6 +59,8 @@ def test_early_stopping_restores_the_best_checkpoint(tiny_model: str, patience: 
     assert len(result.history) == stop_at and len(snapshots) == stop_at
     assert result.steps == stop_at * steps_per_epoch < 6 * steps_per_epoch
     assert result.best_metric == 0.9 and result.best_step == 2 * steps_per_epoch and result.best_epoch == 2.0
+    assert result.val_logits.tolist() == [[1.0]]  # the best evaluation's logits, for calibration
+    assert "val_logits" not in result.to_dict()
     final = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert final.keys() == snapshots[1].keys()
     for name, value in final.items():
@@ -149,7 +154,7 @@ def test_uncached_frozen_blocks_count_forward_only(tiny_model: str) -> None:
 def test_training_changes_only_trainable_weights(tiny_model: str) -> None:
     trainer, data = _trainer(tiny_model, epochs=1, patience=0, probe_init=False)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.evaluate = lambda *a: {"accuracy": 1.0, "macro_f1": 1.0}  # keep the final weights as best
+    trainer.evaluate = lambda *a: ({"accuracy": 1.0, "macro_f1": 1.0}, np.zeros((1, 3)))  # keep the final weights
     trainer.fit(*data)
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}

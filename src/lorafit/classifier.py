@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorafit import __version__, card, metrics
+from lorafit import __version__, calibration, card, metrics
 from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, resolve_validation_fraction, to_dict
 from lorafit.data import Encoded, LabeledData, check_trainable, label_order, stratified_split, tokenize
 from lorafit.errors import ConfigError, DataError, RunDirError
@@ -21,6 +21,9 @@ from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, re
 from lorafit.training import Callback, Trainer
 
 logger = logging.getLogger(__name__)
+
+IMBALANCE_RATIO = 5
+"""Training warns when the largest class has at least this many times the rows of the smallest."""
 
 
 def _check_texts(texts: object, name: str = "texts") -> list[str]:
@@ -73,6 +76,9 @@ class Classifier:
         self.tokenizer = None
         self.base: dict = {}
         self.temperature = 1.0
+        self.threshold: float | None = None
+        self.unknown_label = self.train_config.unknown_label
+        self.calibration_: dict = {}
         self.metrics_: dict = {}
         self.data_summary: dict = {}
         self._train_precision = "fp32"
@@ -141,6 +147,11 @@ class Classifier:
         if unseen:
             raise DataError(f"validation data has label(s) the training data lacks: {', '.join(map(repr, unseen[:10]))}; "
                             "every validation label needs training examples")
+        if cfg.abstain and cfg.threshold is None and val is None:
+            raise ConfigError("abstain needs validation data to choose its threshold for target_precision "
+                              f"{cfg.target_precision}, and there is none; pass --validation FILE, "
+                              "--validation-fraction 0.1, or a fixed --threshold")
+        self._note_imbalance(train, callback)
         if callback:
             callback.on_phase("load")
         encoder, self.tokenizer = load_encoder(cfg.model)
@@ -162,7 +173,8 @@ class Classifier:
                                "raise --max-length to keep more", encoded.truncated, name, cfg.max_length)
         train_y = np.array([index[x] for x in train.labels])
         val_y = np.array([index[x] for x in val.labels]) if val is not None else None
-        trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback)
+        weights = self._class_weights(train_y) if cfg.class_weights == "auto" else None
+        trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback, class_weights=weights)
         self._train_precision = trainer.precision
         result = trainer.fit(train_enc, train_y, val_enc, val_y, len(self.classes_))
         self.model.eval()
@@ -171,9 +183,68 @@ class Classifier:
                          "best_step": result.best_step, "best_epoch": result.best_epoch,
                          **{k: v for k, v in result.to_dict().items() if k not in ("best_step", "best_epoch")}}
         self.metrics_["train_wall_seconds"] = self.metrics_.pop("train_seconds")
+        self._calibrate(result.val_logits, val_y, callback)
+        if self.calibration_:
+            self.metrics_["calibration"] = self.calibration_
         self.data_summary = {"train": self._summary(train, train_enc),
                              "validation": self._summary(val, val_enc) if val is not None else None}
         return self
+
+    def _class_weights(self, label_ids: np.ndarray) -> np.ndarray:
+        """Inverse-frequency weights, ``n / (classes * count)`` (scikit-learn's "balanced"); 0 for absent classes."""
+        counts = np.bincount(label_ids, minlength=len(self.classes_)).astype(np.float64)
+        present = counts > 0
+        weights = np.zeros_like(counts)
+        weights[present] = len(label_ids) / (present.sum() * counts[present])
+        return weights
+
+    def _note_imbalance(self, train: LabeledData, callback: Callback | None) -> None:
+        counts = Counter(train.labels).most_common()
+        (top, most), (bottom, least) = counts[0], counts[-1]
+        if most < IMBALANCE_RATIO * least:
+            return
+        advice = ("rare classes get inverse-frequency weights (--class-weights auto)"
+                  if self.train_config.class_weights == "auto" else "consider --class-weights auto")
+        message = (f"classes are very unequal: {top!r} has {most} rows, {bottom!r} has {least} "
+                   f"({most / least:.0f}x); {advice}, and read the per-class metrics")
+        logger.warning(message)
+        if callback:
+            callback.on_info(message)
+
+    def _calibrate(self, logits: np.ndarray | None, y: np.ndarray | None, callback: Callback | None) -> None:
+        """Fit the temperature and the abstention threshold on the kept checkpoint's validation logits."""
+        cfg = self.train_config
+        self.temperature, self.calibration_, self.unknown_label = 1.0, {}, cfg.unknown_label
+        self.threshold = cfg.threshold
+        if logits is None or y is None:
+            if cfg.calibrate:
+                message = "no validation data: calibration skipped (temperature 1.0)"
+                logger.info(message)
+                if callback:
+                    callback.on_info(message)
+            return
+        before = calibration.scores(softmax(logits), y)
+        if cfg.calibrate and (logits.argmax(1) == y).all():
+            # With no errors the likelihood only grows as T -> 0: there is no overconfidence to measure.
+            message = "validation data has no errors: nothing to calibrate on, temperature stays 1.0"
+            logger.info(message)
+            if callback:
+                callback.on_info(message)
+        elif cfg.calibrate:
+            self.temperature = calibration.fit_temperature(logits, y)
+        probs = softmax(logits, self.temperature)
+        self.calibration_ = {"temperature": self.temperature, "validation_rows": int(len(y)),
+                             "uncalibrated": before, "calibrated": calibration.scores(probs, y)}
+        if cfg.abstain and cfg.threshold is None:
+            chosen = calibration.choose_threshold(probs, y, cfg.target_precision)
+            self.threshold = chosen.threshold
+            self.calibration_["abstain"] = {"target_precision": cfg.target_precision, **vars(chosen)}
+            if not chosen.reached:
+                message = (f"no threshold reaches precision {cfg.target_precision} on validation; using "
+                           f"{chosen.threshold:.4f} (precision {chosen.precision:.4f}, coverage {chosen.coverage:.1%})")
+                logger.warning(message)
+                if callback:
+                    callback.on_info(message)
 
     @staticmethod
     def _summary(data: LabeledData, encoded: Encoded) -> dict:
@@ -206,10 +277,23 @@ class Classifier:
         logits = self._forward(texts)
         return softmax(logits, self.temperature) if len(logits) else logits.astype(np.float64)
 
-    def predict(self, texts: list[str]) -> list[str]:
-        """The most probable label of each text."""
-        probs = self.predict_proba(texts)
-        return [self.classes_[i] for i in probs.argmax(1)] if len(probs) else []
+    def predict(self, texts: list[str], threshold: float | None = None) -> list[str]:
+        """The most probable label of each text, or ``unknown_label`` where the classifier abstains.
+
+        ``threshold`` overrides the run's abstention threshold (``0`` never abstains).
+        """
+        return self.decide(self.predict_proba(texts), threshold)
+
+    def decide(self, probs: np.ndarray, threshold: float | None = None) -> list[str]:
+        """Labels for rows of :meth:`predict_proba`: the argmax, or ``unknown_label`` where the top probability
+        is below ``threshold`` (default: the run's own, None if it does not abstain)."""
+        threshold = self.threshold if threshold is None else threshold
+        if not len(probs):
+            return []
+        labels = [self.classes_[i] for i in probs.argmax(1)]
+        if threshold:
+            labels = [self.unknown_label if p < threshold else label for label, p in zip(labels, probs.max(1))]
+        return labels
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One L2-normalised vector per text from the fine-tuned encoder, pooled as the head sees it.
@@ -220,21 +304,57 @@ class Classifier:
         """
         return self._forward(texts, method="embed")
 
-    def evaluate(self, texts: list[str], labels: list) -> dict:
-        """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix on labeled data.
+    def evaluate(self, texts: list[str], labels: list, threshold: float | None = None,
+                 oos_label: str | None = None) -> dict:
+        """Accuracy, macro-F1, per-class metrics, the confusion matrix and calibration on labeled data.
 
+        The class metrics use the most probable label (no abstaining). ``ece``, ``brier`` and ``nll`` are
+        for the run's calibrated probabilities, ``uncalibrated`` holds them at temperature 1. With an
+        abstention threshold (the run's, or ``threshold``), ``abstain`` reports coverage and accuracy on
+        answered rows; with ``oos_label`` (the label that marks out-of-scope rows in the data) also in-scope
+        accuracy and out-of-scope recall, where abstaining or predicting ``oos_label`` count as "out of scope".
         Labels the model never saw are listed under ``unknown_labels`` (their rows count as errors).
         """
         labels = [str(x) for x in labels]
         if len(_check_texts(texts)) != len(labels):
             raise DataError(f"got {len(texts)} texts but {len(labels)} labels; they must pair up")
-        predicted = self.predict(texts)
+        logits = self._forward(texts)
+        probs = softmax(logits, self.temperature) if len(logits) else logits.astype(np.float64)
+        predicted = self.decide(probs, 0.0)
         unknown = sorted(set(labels) - set(self.classes_))
         result = metrics.report(labels, predicted, self.classes_ + unknown)
         result["unknown_labels"] = unknown
         if unknown:
             result["unknown_label_rows"] = sum(label in set(unknown) for label in labels)
+        known = np.array([label in set(self.classes_) for label in labels])
+        index = {label: i for i, label in enumerate(self.classes_)}
+        y = np.array([index[label] for label, ok in zip(labels, known) if ok], dtype=int)
+        if len(y):
+            result.update(calibration.scores(probs[known], y), temperature=self.temperature)
+            result["uncalibrated"] = calibration.scores(softmax(logits[known]), y)
+            result["accuracy_at_coverage"] = {f"{c:.0%}": calibration.accuracy_at_coverage(probs[known], y, c)
+                                              for c in (0.9, 0.8)}
+        threshold = self.threshold if threshold is None else threshold
+        if threshold or oos_label is not None:
+            result["abstain"] = self._abstain_report(probs, labels, threshold or 0.0, oos_label)
         return result
+
+    def _abstain_report(self, probs: np.ndarray, labels: list[str], threshold: float, oos_label: str | None) -> dict:
+        """Coverage and accuracy on answered rows; in-scope accuracy and out-of-scope recall with ``oos_label``."""
+        decided = np.array(self.decide(probs, threshold), dtype=object)
+        truth = np.array(labels, dtype=object)
+        answered = decided != self.unknown_label
+        report = {"threshold": threshold, "unknown_label": self.unknown_label,
+                  "coverage": float(answered.mean()) if len(truth) else 0.0,
+                  "selective_accuracy": float((decided[answered] == truth[answered]).mean()) if answered.any() else 0.0}
+        if oos_label is not None:
+            out_of_scope = truth == oos_label
+            said_oos = ~answered | (decided == oos_label)
+            report["oos_label"] = oos_label
+            report["in_scope_accuracy"] = (float((decided[~out_of_scope] == truth[~out_of_scope]).mean())
+                                           if (~out_of_scope).any() else None)
+            report["oos_recall"] = float(said_oos[out_of_scope].mean()) if out_of_scope.any() else None
+        return report
 
     # ------------------------------------------------------------------------------ persistence
     def manifest(self) -> dict:
@@ -247,7 +367,10 @@ class Classifier:
                 "task": "single_label_classification", "base_model": self.base, "labels": self.classes_,
                 "text_column": self.data_config.text_column, "label_column": self.data_config.label_column,
                 "max_length": self.train_config.max_length, "pooling": self.train_config.pooling,
-                "train_precision": self._train_precision, "calibration": {"temperature": self.temperature},
+                "train_precision": self._train_precision,
+                "calibration": {"temperature": self.temperature, **{k: v for k, v in self.calibration_.items()
+                                                                     if k != "temperature"}},
+                "abstain": {"threshold": self.threshold, "unknown_label": self.unknown_label},
                 "train_config": to_dict(self.train_config), "lora": to_dict(self.model.lora_settings),
                 "data_config": to_dict(self.data_config), "data": self.data_summary,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -296,6 +419,10 @@ class Classifier:
         clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
         clf.model = load_classifier(encoder, path, clf.classes_, manifest["pooling"], clf.lora)
         clf.base, clf.temperature = base, float(manifest.get("calibration", {}).get("temperature", 1.0))
+        abstain = manifest.get("abstain") or {}
+        clf.threshold = abstain.get("threshold")
+        clf.unknown_label = abstain.get("unknown_label", clf.unknown_label)
+        clf.calibration_ = {k: v for k, v in manifest.get("calibration", {}).items()}
         clf.metrics_, clf.data_summary = read_metrics(path), manifest.get("data", {})
         clf._train_precision = manifest.get("train_precision", clf._train_precision)
         return clf

@@ -68,6 +68,12 @@ def train(
     precision: Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported), bf16 or fp32.")] = _default(TrainConfig, "precision"),
     length_bucketing: Annotated[bool, typer.Option("--length-bucketing/--no-length-bucketing", help="Batch texts of similar length together (less padding).")] = _default(TrainConfig, "length_bucketing"),
     cache_frozen: Annotated[bool, typer.Option("--cache-frozen/--no-cache-frozen", help="Compute the frozen blocks below LoRA once and reuse their output.")] = _default(TrainConfig, "cache_frozen"),
+    class_weights: Annotated[str, typer.Option(help="auto: weight classes by inverse frequency (imbalanced data); none: every row counts the same.")] = _default(TrainConfig, "class_weights"),
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Fit a softmax temperature on the validation data after training.")] = _default(TrainConfig, "calibrate"),
+    abstain: Annotated[bool, typer.Option("--abstain", help="Answer --unknown-label below a confidence threshold chosen on validation for --target-precision.")] = _default(TrainConfig, "abstain"),
+    target_precision: Annotated[float, typer.Option(help="With --abstain: accuracy wanted on the validation rows that get an answer.")] = _default(TrainConfig, "target_precision"),
+    threshold: Annotated[Optional[float], typer.Option(help="A fixed abstention threshold on the top probability (implies --abstain).")] = None,
+    unknown_label: Annotated[str, typer.Option(help="Label returned when the classifier abstains.")] = _default(TrainConfig, "unknown_label"),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
@@ -79,7 +85,9 @@ def train(
         TrainConfig(model=model, pooling=pooling, probe_init=probe_init, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                     learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
                     max_length=max_length, seed=seed, eval_every=eval_every, patience=patience, metric=metric,
-                    precision=precision, length_bucketing=length_bucketing, cache_frozen=cache_frozen),
+                    precision=precision, length_bucketing=length_bucketing, cache_frozen=cache_frozen,
+                    class_weights=class_weights, calibrate=calibrate, abstain=abstain,
+                    target_precision=target_precision, threshold=threshold, unknown_label=unknown_label),
         LoraSettings(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias=bias,
                      target_modules=_names(target_modules),
                      layers_to_transform=layers_to_transform,
@@ -103,8 +111,10 @@ def evaluate(
     label_column: Annotated[Optional[str], typer.Option(help="Label column (default: the one used in training).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     classes: Annotated[int, typer.Option(min=0, help="Rows of the per-class table (worst F1 first); --json has all.")] = 15,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstention threshold (default: the run's own, if any); 0: never abstain.")] = None,
+    oos_label: Annotated[Optional[str], typer.Option(help="Label marking out-of-scope rows in DATA: report in-scope accuracy and out-of-scope recall.")] = None,
 ) -> None:
-    """Accuracy, macro-F1, per-class metrics and the confusion matrix of RUN_DIR on DATA."""
+    """Accuracy, macro-F1, per-class metrics, the confusion matrix and calibration of RUN_DIR on DATA."""
     from lorafit import Classifier
     from lorafit.data import read_labeled
     from lorafit.progress import evaluation_tables
@@ -112,7 +122,7 @@ def evaluate(
     clf = Classifier.load(run_dir)
     labeled = read_labeled(data, text_column or clf.data_config.text_column,
                            label_column or clf.data_config.label_column, empty_texts="drop")
-    result = clf.evaluate(labeled.texts, labeled.labels)
+    result = clf.evaluate(labeled.texts, labeled.labels, threshold=threshold, oos_label=oos_label)
     result["data"] = {"source": str(data), "rows": len(labeled), "dropped_empty": labeled.dropped_empty}
     if as_json:
         out.print_json(json.dumps(result))
@@ -133,6 +143,7 @@ def predict(
     output_file: Annotated[Optional[Path], typer.Option("--output", help="Write predictions to .csv or .jsonl (default: stdout, JSON lines).")] = None,
     text_column: Annotated[Optional[str], typer.Option(help="Text column of --input (default: the one used in training).")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K most probable labels in `probabilities` (default: all).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstain (label: the run's unknown label) below this top probability; default: the run's own threshold, if any; 0: never.")] = None,
 ) -> None:
     """Label, score and the full probability distribution for each text, in input order."""
     from lorafit import Classifier
@@ -145,7 +156,7 @@ def predict(
         raise ConfigError("give texts as arguments or --input FILE, not both")
     clf = Classifier.load(run_dir)
     items = texts or read_texts(input_file, text_column or clf.data_config.text_column)
-    records = prediction_records(clf, items, top_k)
+    records = prediction_records(clf, items, top_k, threshold)
     if output_file is None:
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")

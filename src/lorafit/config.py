@@ -16,6 +16,7 @@ MIN_STEPS_MAX_EPOCHS = 10
 POOLINGS = ("mean", "cls")
 PRECISIONS = ("auto", "fp32", "bf16")
 BIASES = ("none", "all", "lora_only")
+CLASS_WEIGHTS = ("none", "auto")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -128,6 +129,20 @@ class TrainConfig:
     cache_frozen: bool = True
     """Compute the frozen blocks below the lowest LoRA block once and reuse their output every epoch;
     off: recompute them at every step (the same model, slower)."""
+    class_weights: str = "none"
+    """``auto``: weight each class's loss (and the probe) by its inverse frequency, so rare classes count
+    as much as common ones; ``none``: every row counts the same."""
+    calibrate: bool = True
+    """Fit a softmax temperature on the validation data after training (needs validation data)."""
+    abstain: bool = False
+    """Answer ``unknown_label`` when the top probability is below a threshold chosen on validation data
+    for ``target_precision`` (or the fixed ``threshold``)."""
+    target_precision: float = 0.95
+    """With ``abstain``: the accuracy wanted on the validation rows that get an answer."""
+    threshold: float | None = None
+    """A fixed abstention threshold on the top probability (implies ``abstain``); None: chosen on validation."""
+    unknown_label: str = "unknown"
+    """The label returned when the classifier abstains."""
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must not be empty; use 'minilm', a model directory or a hub id")
@@ -146,6 +161,14 @@ class TrainConfig:
         _check(self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.eval_every = parse_eval_every(self.eval_every)
+        _check(self.class_weights in CLASS_WEIGHTS,
+               f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
+        _check(0.0 < self.target_precision <= 1.0, f"target_precision must be in (0, 1], got {self.target_precision!r}")
+        _check(self.threshold is None or 0.0 <= self.threshold <= 1.0,
+               f"threshold must be a probability in [0, 1], got {self.threshold!r}")
+        _check(bool(str(self.unknown_label).strip()), "unknown_label must not be empty; e.g. --unknown-label unknown")
+        if self.threshold is not None:
+            self.abstain = True
 
 
 AUTO_VALIDATION_FRACTION = 0.1

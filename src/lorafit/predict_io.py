@@ -14,18 +14,20 @@ CHUNK = 4096
 """Texts classified per call, so probabilities of huge files are not all held at once."""
 
 
-def prediction_records(clf, texts: list[str], top_k: int | None = None) -> list[dict]:
+def prediction_records(clf, texts: list[str], top_k: int | None = None, threshold: float | None = None) -> list[dict]:
     """One dict per text: ``text``, ``label``, ``score`` and ``probabilities`` by label name.
 
     ``probabilities`` holds every label in ``classes_`` order, or the ``top_k`` most probable, best first.
+    ``label`` is the run's unknown label where the classifier abstains (see ``Classifier.decide``);
+    ``score`` is always the top probability.
     """
     records = []
     for start in range(0, len(texts), CHUNK):
         chunk = texts[start:start + CHUNK]
-        for text, row in zip(chunk, clf.predict_proba(chunk)):
-            best = int(row.argmax())
+        probs = clf.predict_proba(chunk)
+        for text, row, label in zip(chunk, probs, clf.decide(probs, threshold)):
             order = range(len(row)) if top_k is None else row.argsort()[::-1][:top_k]
-            records.append({"text": text, "label": clf.classes_[best], "score": float(row[best]),
+            records.append({"text": text, "label": label, "score": float(row.max()),
                             "probabilities": {clf.classes_[i]: float(row[i]) for i in order}})
     return records
 

@@ -11,13 +11,15 @@ from sklearn.linear_model import LogisticRegression
 
 
 def fit_probe(features: np.ndarray, label_ids: np.ndarray, num_labels: int, c: float = 10.0,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+              seed: int = 0, balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression on ``features``; returns softmax weights ``(W, b)`` for all labels.
+
+    ``balanced`` weights each class by its inverse frequency (as ``--class-weights auto`` does in training).
 
     Labels absent from the training rows get a zero weight row and a very low bias.
     """
     present = np.unique(label_ids)
-    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed, class_weight="balanced" if balanced else None)
     clf.fit(features, label_ids)
     coef, intercept = clf.coef_, clf.intercept_
     if len(present) == 2 and coef.shape[0] == 1:  # binary: sklearn keeps one row; softmax needs two

@@ -91,7 +91,30 @@ def evaluation_tables(result: dict, max_classes: int = 15) -> list[Table]:
         per.add_column(column, justify="right" if column != "label" else "left")
     for label, s in shown[:max_classes]:
         per.add_row(label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
-    return [head, per] if max_classes else [head]
+    return [head] + _score_tables(result) + ([per] if max_classes else [])
+
+
+def _score_tables(result: dict) -> list[Table]:
+    """Calibration (ECE, Brier, NLL at the run's temperature and at 1) and abstention, when present."""
+    tables = []
+    if "ece" in result:
+        cal = Table(title=f"calibration (temperature {result['temperature']:.3f}; ECE over 15 bins)")
+        for column in ("probabilities", "ECE", "Brier", "NLL"):
+            cal.add_column(column, justify="right")
+        for name, scores in (("calibrated", result), ("temperature 1", result["uncalibrated"])):
+            cal.add_row(name, f"{scores['ece']:.4f}", f"{scores['brier']:.4f}", f"{scores['nll']:.4f}")
+        tables.append(cal)
+    if "abstain" in result:
+        a = result["abstain"]
+        table = Table(title=f"abstaining below {a['threshold']:.4f} (label {a['unknown_label']!r})")
+        columns = {"coverage": a["coverage"], "accuracy on answered": a["selective_accuracy"]}
+        if "oos_label" in a:
+            columns.update({"in-scope accuracy": a["in_scope_accuracy"], "out-of-scope recall": a["oos_recall"]})
+        for column in columns:
+            table.add_column(column, justify="right")
+        table.add_row(*("-" if v is None else f"{100 * v:.2f}%" for v in columns.values()))
+        tables.append(table)
+    return tables
 
 
 def info_table(manifest: dict, metrics: dict) -> Table:

@@ -74,9 +74,11 @@ class TrainResult:
     """Best square-matmul rate in the training precision, measured before and after training in this run."""
     mfu: float = 0.0
     """Model FLOPs utilisation of the optimisation steps: ``train_tflops / loop_seconds`` over the peak."""
+    val_logits: np.ndarray | None = field(default=None, repr=False)
+    """Validation logits (fp32) of the kept checkpoint, for calibration; not part of ``to_dict``."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "val_logits"}
 
 
 @dataclass
@@ -86,6 +88,7 @@ class _Best:
     epoch: float = 0.0
     state: dict = field(default_factory=dict)
     bad_evals: int = 0
+    logits: np.ndarray | None = None
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -118,7 +121,7 @@ class Trainer:
     """Fits a :class:`LoraClassifier` on encoded data. One instance per training run."""
 
     def __init__(self, model: LoraClassifier, config: TrainConfig, pad_id: int,
-                 callback: Callback | None = None) -> None:
+                 callback: Callback | None = None, class_weights: np.ndarray | None = None) -> None:
         from accelerate import Accelerator
 
         self.config = config
@@ -128,6 +131,8 @@ class Trainer:
         self.device = self.accelerator.device
         self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32,
+                                                                                device=self.device)
 
     def describe(self) -> str:
         """The training strategy in words: which blocks carry LoRA, which are frozen and cached."""
@@ -146,9 +151,10 @@ class Trainer:
         return forward_all(self.model, source.lengths, source.make_batch, self.config.eval_batch_size, precision,
                            self.device, method=method)
 
-    def evaluate(self, source: Source, label_ids: np.ndarray, n_labels: int) -> dict[str, float]:
-        """Headline metrics on ``source``, in fp32 like ``lorafit evaluate``."""
-        return metrics.headline(label_ids, self._run(source, INFERENCE_PRECISION).argmax(1), n_labels)
+    def evaluate(self, source: Source, label_ids: np.ndarray, n_labels: int) -> tuple[dict[str, float], np.ndarray]:
+        """Headline metrics on ``source`` and the logits behind them, in fp32 like ``lorafit evaluate``."""
+        logits = self._run(source, INFERENCE_PRECISION)
+        return metrics.headline(label_ids, logits.argmax(1), n_labels), logits
 
     def prepare(self, train: Encoded, val: Encoded | None, features_needed: bool
                 ) -> tuple[Source, Source | None, np.ndarray | None]:
@@ -176,7 +182,8 @@ class Trainer:
     def init_head_from_probe(self, features: np.ndarray, train_y: np.ndarray, n_labels: int) -> None:
         """Fit a logistic regression on the frozen embeddings and copy it into the head."""
         self.callback.on_phase("probe")
-        weight, bias = fit_probe(features, train_y, n_labels, seed=self.config.seed)
+        weight, bias = fit_probe(features, train_y, n_labels, seed=self.config.seed,
+                                 balanced=self.class_weights is not None)
         init_head(self.model.head, weight, bias)
 
     def fit(self, train_tokens: Encoded, train_y: np.ndarray, val_tokens: Encoded | None, val_y: np.ndarray | None,
@@ -267,7 +274,7 @@ class Trainer:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(self.precision, self.device):
             logits = model(**batch)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets.to(self.device))
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets.to(self.device), weight=self.class_weights)
         self.accelerator.backward(loss)
         self.accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -286,14 +293,14 @@ class Trainer:
             result.history.append(record)
             best.step, best.epoch = step, epoch
             return False
-        scores = self.evaluate(val, val_y, n_labels)
+        scores, logits = self.evaluate(val, val_y, n_labels)
         record.update({f"val_{k}": v for k, v in scores.items()})
         result.history.append(record)
         self.callback.on_evaluate(record)
         value = scores[self.config.metric]
         if value > best.metric:
             best.metric, best.step, best.epoch, best.bad_evals = value, step, epoch, 0
-            best.state = _trainable_state(self.model)
+            best.state, best.logits = _trainable_state(self.model), logits
         else:
             best.bad_evals += 1
         stop = self.config.patience > 0 and best.bad_evals >= self.config.patience
@@ -310,4 +317,5 @@ class Trainer:
                 for name, value in best.state.items():
                     params[name].copy_(value)
         result.best_metric = best.metric if best.state else None
+        result.val_logits = best.logits
         result.best_step, result.best_epoch = best.step, best.epoch
