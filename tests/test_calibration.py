@@ -153,7 +153,8 @@ def test_bad_values_are_config_errors(setting: dict) -> None:
 
 def test_class_weights_are_inverse_frequency_and_imbalance_warns(tiny_model: str, caplog) -> None:
     texts, labels = make_texts(30, seed=0)
-    keep = [i for i, label in enumerate(labels) if label != labels[0] or i % 6 == 0]  # one class at 1/6
+    rare = [i for i, label in enumerate(labels) if label == labels[0]][:2]  # one class at 2 rows, the others 30
+    keep = [i for i, label in enumerate(labels) if label != labels[0] or i in rare]
     texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     clf = Classifier(model=tiny_model, **TINY_TRAIN, class_weights="auto")
     with caplog.at_level(logging.WARNING, logger="lorafit"):

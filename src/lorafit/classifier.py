@@ -22,7 +22,7 @@ from lorafit.training import Callback, Trainer
 
 logger = logging.getLogger(__name__)
 
-IMBALANCE_RATIO = 5
+IMBALANCE_RATIO = 10
 """Training warns when the largest class has at least this many times the rows of the smallest."""
 
 
@@ -151,7 +151,7 @@ class Classifier:
             raise ConfigError("abstain needs validation data to choose its threshold for target_precision "
                               f"{cfg.target_precision}, and there is none; pass --validation FILE, "
                               "--validation-fraction 0.1, or a fixed --threshold")
-        self._note_imbalance(train, callback)
+        self._note_imbalance(train)
         if callback:
             callback.on_phase("load")
         encoder, self.tokenizer = load_encoder(cfg.model)
@@ -198,18 +198,15 @@ class Classifier:
         weights[present] = len(label_ids) / (present.sum() * counts[present])
         return weights
 
-    def _note_imbalance(self, train: LabeledData, callback: Callback | None) -> None:
+    def _note_imbalance(self, train: LabeledData) -> None:
         counts = Counter(train.labels).most_common()
         (top, most), (bottom, least) = counts[0], counts[-1]
         if most < IMBALANCE_RATIO * least:
             return
         advice = ("rare classes get inverse-frequency weights (--class-weights auto)"
                   if self.train_config.class_weights == "auto" else "consider --class-weights auto")
-        message = (f"classes are very unequal: {top!r} has {most} rows, {bottom!r} has {least} "
-                   f"({most / least:.0f}x); {advice}, and read the per-class metrics")
-        logger.warning(message)
-        if callback:
-            callback.on_info(message)
+        logger.warning("classes are very unequal: %r has %d rows, %r has %d (%.0fx); %s, and read the per-class "
+                       "metrics", top, most, bottom, least, most / least, advice)
 
     def _calibrate(self, logits: np.ndarray | None, y: np.ndarray | None, callback: Callback | None) -> None:
         """Fit the temperature and the abstention threshold on the kept checkpoint's validation logits."""
@@ -240,11 +237,9 @@ class Classifier:
             self.threshold = chosen.threshold
             self.calibration_["abstain"] = {"target_precision": cfg.target_precision, **vars(chosen)}
             if not chosen.reached:
-                message = (f"no threshold reaches precision {cfg.target_precision} on validation; using "
-                           f"{chosen.threshold:.4f} (precision {chosen.precision:.4f}, coverage {chosen.coverage:.1%})")
-                logger.warning(message)
-                if callback:
-                    callback.on_info(message)
+                logger.warning("no threshold reaches precision %s on validation; using %.4f (precision %.4f, "
+                               "coverage %.1f%%)", cfg.target_precision, chosen.threshold, chosen.precision,
+                               100 * chosen.coverage)
 
     @staticmethod
     def _summary(data: LabeledData, encoded: Encoded) -> dict:

@@ -22,6 +22,23 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number for the size above which blocks get their own ``mmap``."""
+
+MMAP_THRESHOLD = 128 * 1024
+"""Blocks above this many bytes are mapped on their own and unmapped when freed (glibc's initial
+default; glibc raises it as the program frees big blocks, after which they come from the heap, where
+the holes they leave keep resident memory high)."""
+
+
+def bound_heap(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Pin glibc's mmap threshold at ``threshold`` bytes: tensors above it are returned to the OS the
+    moment they are freed instead of fragmenting the heap. Returns whether glibc took it (False elsewhere).
+    Setting ``MALLOC_MMAP_THRESHOLD_`` in the environment does the same before the process starts."""
+    libc = _libc()
+    return bool(libc is not None and hasattr(libc, "mallopt") and libc.mallopt(M_MMAP_THRESHOLD, threshold) == 1)
+
+
 def release_free_memory() -> None:
     """Return freed heap memory to the operating system (glibc ``malloc_trim(0)``)."""
     libc = _libc()

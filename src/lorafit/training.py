@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig
 from lorafit.data import Encoded
 from lorafit.cache import build_cache
 from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
-from lorafit.memory import peak_memory_mb, release_free_memory
+from lorafit.memory import bound_heap, peak_memory_mb, release_free_memory
 from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
 from lorafit.models import LoraClassifier, count_parameters
 from lorafit.probe import fit_probe, init_head
@@ -193,6 +194,8 @@ class Trainer:
         Without validation data (``val_tokens`` None) every step runs and the last state is kept.
         """
         cfg = self.config
+        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # the user's own glibc setting wins
+            bound_heap()
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         wall = time.perf_counter()
