@@ -109,3 +109,22 @@ def run_copy(run_dir: Path, tmp_path: Path) -> Path:
 def train_csv(tmp_path: Path) -> Path:
     """A small labeled CSV (3 classes x 20 rows)."""
     return write_labeled(tmp_path / "train.csv", n_per_class=20, seed=2)
+
+
+@pytest.fixture(scope="session")
+def two_label_run(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second run on the same tiny base with another label set (music, sports), for multi-model serving."""
+    from lorafit import Classifier
+
+    texts, labels = make_texts(20, seed=3, labels=["music", "sports"])
+    path = tmp_path_factory.mktemp("runs") / "two_labels"
+    Classifier(model=tiny_model, **TINY_TRAIN).fit(texts, labels).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def served_models(run_dir: Path, two_label_run: Path):
+    """``run_dir`` (as "three") and ``two_label_run`` (as "two") loaded together on one shared base."""
+    from lorafit.registry import load_runs
+
+    return load_runs([("three", run_dir), ("two", two_label_run)])
