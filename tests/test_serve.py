@@ -244,6 +244,12 @@ def test_the_key_opens_every_route(keyed: TestClient, headers: dict) -> None:
     assert classify(keyed, ["pizza"], headers=headers).status_code == 200
 
 
+def test_a_non_ascii_key(served_models) -> None:
+    with TestClient(create_app(served_models, api_key="clé")) as test_client:
+        assert test_client.get("/v1/models", headers={"X-API-Key": "clé".encode()}).status_code == 200
+        assert test_client.get("/v1/models", headers={"X-API-Key": "cle"}).status_code == 401
+
+
 def test_the_page_asks_a_browser_for_the_key(keyed: TestClient) -> None:
     assert keyed.get("/").headers["www-authenticate"].startswith("Basic")
     assert keyed.get("/v1/models").headers["www-authenticate"].startswith("Bearer")

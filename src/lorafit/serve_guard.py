@@ -37,7 +37,7 @@ async def send_json(send: Send, status: int, detail: str, headers: list[tuple[by
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
-            return value.decode("latin-1")
+            return value.decode("utf-8", "replace")
     return None
 
 
@@ -70,7 +70,7 @@ class ApiKeyGuard:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
         key = presented_key(scope)
-        if key is not None and hmac.compare_digest(key.encode("utf-8", "replace"), self.api_key):
+        if key is not None and hmac.compare_digest(key.encode("utf-8"), self.api_key):
             return await self.app(scope, receive, send)
         challenge = b'Basic realm="lorafit serve: any user name, the API key as password"' \
             if scope["path"] in BROWSER_PATHS else b'Bearer realm="lorafit serve"'
