@@ -115,7 +115,7 @@ def main() -> None:
                 for name in order:
                     result = asyncio.run(drive(services[name][1], texts, clients, args.texts_per_request))
                     sink.keep({"round": round_number, "service": name, "service_flags": SERVICES[name],
-                               "clients": clients, **result})
+                               "clients": clients, **result, "load_average_1min": round(os.getloadavg()[0], 2)})
     finally:
         for proc, _ in services.values():
             proc.terminate()
