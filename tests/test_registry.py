@@ -1,6 +1,8 @@
 """Several runs in one process: one shared base, each answered by its own adapter and its own head."""
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +26,51 @@ def test_runs_on_one_base_share_its_weights(served_models) -> None:
     assert set(model_a.shared.peft_model.peft_config) == {"three", "two"}
 
 
-def test_each_run_keeps_its_labels_and_its_probabilities(served_models, run_dir: Path, two_label_run: Path) -> None:
+def test_the_served_adapters_are_trained_and_differ(served_models) -> None:
+    # Otherwise a wrong adapter switch would go unnoticed by the tests below.
+    three, _ = served_models
+    shared = three.backend.model.shared
+    with shared.lock:
+        shared.activate("two")
+        hidden_two = shared.peft_model(**three.backend.tokenizer(TEXTS, padding=True, return_tensors="pt"))
+        shared.activate("three")
+        hidden_three = shared.peft_model(**three.backend.tokenizer(TEXTS, padding=True, return_tensors="pt"))
+    assert (hidden_two.last_hidden_state - hidden_three.last_hidden_state).abs().max() > 1e-3
+
+
+def test_each_run_keeps_its_labels_and_its_probabilities(served_models, three_label_run: Path,
+                                                         two_label_run: Path) -> None:
     three, two = served_models
     assert three.labels == ["food", "music", "sports"] and two.labels == ["music", "sports"]
-    alone = {"three": Classifier.load(run_dir).predict_proba(TEXTS),
+    alone = {"three": Classifier.load(three_label_run).predict_proba(TEXTS),
              "two": Classifier.load(two_label_run).predict_proba(TEXTS)}
     # Alternate between the adapters: a head or adapter left over from the previous call would show here.
     for served in (three, two, two, three, two):
         probs = served.backend.predict_proba(TEXTS)
         assert probs.shape == (len(TEXTS), len(served.labels))
         np.testing.assert_allclose(probs, alone[served.name], atol=1e-5)
+
+
+def test_adapters_called_from_several_threads_at_once_stay_apart(served_models) -> None:
+    expected = {m.name: m.backend.predict_proba(TEXTS) for m in served_models}
+    wrong: list[str] = []
+
+    def work(served) -> None:
+        for _ in range(8):
+            if not np.allclose(served.backend.predict_proba(TEXTS), expected[served.name], atol=1e-5):
+                wrong.append(served.name)
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in served_models * 2]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so an unguarded adapter switch would be caught
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
 
 
 def test_a_run_that_trains_biases_gets_its_own_base(run_dir: Path, tiny_model: str, tmp_path: Path) -> None:

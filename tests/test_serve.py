@@ -72,10 +72,10 @@ def test_models_lists_names_labels_base_and_task(client: TestClient, tiny_model:
     assert all(m["base_model"] == tiny_model and m["task"] == "single_label_classification" for m in models)
 
 
-def test_classify_answers_with_each_models_own_labels_and_probabilities(client: TestClient, run_dir: Path,
+def test_classify_answers_with_each_models_own_labels_and_probabilities(client: TestClient, three_label_run: Path,
                                                                         two_label_run: Path) -> None:
     texts = ["pizza and cheese", "a song on the guitar", "the team scored a goal"]
-    for name, path in (("three", run_dir), ("two", two_label_run), ("three", run_dir)):
+    for name, path in (("three", three_label_run), ("two", two_label_run), ("three", three_label_run)):
         response = classify(client, texts, name)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -267,7 +267,8 @@ async def _concurrent(app, bodies: list[dict]) -> list[httpx.Response]:
         return await asyncio.gather(*(aclient.post("/v1/classify", json=b) for b in bodies))
 
 
-def test_concurrent_requests_are_batched_and_answered_each(served_models, run_dir: Path, two_label_run: Path) -> None:
+def test_concurrent_requests_are_batched_and_answered_each(served_models, three_label_run: Path,
+                                                           two_label_run: Path) -> None:
     app = create_app(served_models, ServeLimits(max_batch_size=12, max_wait_ms=1000))
     texts = [f"pizza {'song ' * i}goal" for i in range(12)]
     bodies = [{"texts": [t], "model": "three" if i % 3 else "two"} for i, t in enumerate(texts)]
@@ -275,7 +276,7 @@ def test_concurrent_requests_are_batched_and_answered_each(served_models, run_di
     batchers = app.state.batchers
     assert batchers["three"].requests == 8 and batchers["two"].requests == 4
     assert batchers["three"].batches < 8 and batchers["two"].batches < 4
-    alone = {"three": Classifier.load(run_dir), "two": Classifier.load(two_label_run)}
+    alone = {"three": Classifier.load(three_label_run), "two": Classifier.load(two_label_run)}
     for body, response in zip(bodies, responses):
         assert response.status_code == 200
         clf = alone[body["model"]]
