@@ -76,22 +76,26 @@ class SharedBase:
 
     def __init__(self, encoder: nn.Module, weights_hash: str) -> None:
         self.encoder = encoder
+        """The base ``AutoModel`` (LoRA layers are injected into it in place)."""
         self.weights_hash = weights_hash
         """The base weights' hash, checked against each run's record."""
-        """The base ``AutoModel`` (LoRA layers are injected into it in place)."""
         self.peft_model: nn.Module | None = None
         self.lock = threading.RLock()
         """Held for every forward pass: the active adapter is state of the shared encoder."""
 
-    def attach(self, name: str, run_dir: Path, labels: list[str], pooling: str,
-               settings: LoraSettings) -> "AdapterClassifier":
-        """Load ``run_dir``'s LoRA weights as adapter ``name`` and its head as a separate linear layer."""
+    def attach(self, run_dir: Path, labels: list[str], pooling: str, settings: LoraSettings) -> "AdapterClassifier":
+        """Load ``run_dir``'s LoRA weights as a new adapter and its head as a separate linear layer.
+
+        Adapters are named ``adapter_0``, ``adapter_1``, ... (peft keeps them in module dictionaries, whose
+        keys cannot hold every model name, e.g. one with a dot).
+        """
         from peft import LoraConfig, PeftModel
 
         config = LoraConfig.from_pretrained(str(run_dir))
         config.modules_to_save = None  # the head is kept per adapter, outside peft (see the module docstring)
         config.inference_mode = True
         with self.lock, _quiet_peft():
+            name = f"adapter_{len(self.peft_model.peft_config) if self.peft_model is not None else 0}"
             if self.peft_model is None:
                 self.peft_model = PeftModel.from_pretrained(self.encoder, str(run_dir), adapter_name=name,
                                                             config=config).eval()
@@ -177,7 +181,7 @@ def load_runs(specs: list[tuple[str, Path]]) -> list[ServedModel]:
         manifest = read_manifest(path)
         clf = Classifier.from_manifest(path, manifest)
         shared = _base_for(bases, Path(path), clf.base, own=clf.lora.bias != "none")
-        clf.model = shared.attach(name, Path(path), clf.classes_, manifest["pooling"], clf.lora)
+        clf.model = shared.attach(Path(path), clf.classes_, manifest["pooling"], clf.lora)
         served.append(ServedModel(name, clf, str(clf.base.get("name", "")), manifest.get("task", "")))
     logger.info("loaded %d model(s) on %d shared base(s)", len(served), len(bases))
     return served
