@@ -109,3 +109,34 @@ def run_copy(run_dir: Path, tmp_path: Path) -> Path:
 def train_csv(tmp_path: Path) -> Path:
     """A small labeled CSV (3 classes x 20 rows)."""
     return write_labeled(tmp_path / "train.csv", n_per_class=20, seed=2)
+
+
+def _serve_run(tiny_model: str, tmp_path_factory: pytest.TempPathFactory, name: str, labels: list[str]) -> Path:
+    """A run trained on every row (no validation split, so the last state with trained LoRA weights is kept:
+    on this easy data the probe-initialised head alone wins the validation and LoRA would stay zero)."""
+    from lorafit import Classifier
+
+    texts, labels = make_texts(20, seed=3, labels=labels)
+    path = tmp_path_factory.mktemp("runs") / name
+    Classifier(model=tiny_model, validation_fraction=0, **TINY_TRAIN).fit(texts, labels).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def three_label_run(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run on the tiny base with labels food, music, sports, for multi-model serving."""
+    return _serve_run(tiny_model, tmp_path_factory, "three_labels", ["food", "music", "sports"])
+
+
+@pytest.fixture(scope="session")
+def two_label_run(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second run on the same tiny base with another label set (music, sports)."""
+    return _serve_run(tiny_model, tmp_path_factory, "two_labels", ["music", "sports"])
+
+
+@pytest.fixture(scope="session")
+def served_models(three_label_run: Path, two_label_run: Path):
+    """``three_label_run`` (as "three") and ``two_label_run`` (as "two") loaded together on one shared base."""
+    from lorafit.registry import load_runs
+
+    return load_runs([("three", three_label_run), ("two", two_label_run)])

@@ -398,26 +398,49 @@ class Classifier:
         Example:
             >>> clf = Classifier.load("runs/banking")  # doctest: +SKIP
         """
+        manifest = read_manifest(path)
+        clf = cls.from_manifest(path, manifest)
+        clf.model = load_classifier(load_base(path, clf.base), path, clf.classes_, manifest["pooling"], clf.lora)
+        return clf
+
+    @classmethod
+    def from_manifest(cls, path: str | Path, manifest: dict) -> "Classifier":
+        """Everything of the run directory ``path`` but the model: settings, labels, tokenizer, calibration.
+
+        :meth:`load` adds the model; :mod:`lorafit.registry` adds one that shares its base with other runs.
+        """
         from transformers import AutoTokenizer
 
-        manifest = read_manifest(path)
         clf = cls(train=from_dict(TrainConfig, manifest["train_config"]), lora=from_dict(LoraSettings, manifest["lora"]),
                   data=from_dict(DataConfig, manifest.get("data_config", {})))
-        base = manifest["base_model"]
-        where = base["path"] if Path(base.get("path", "")).is_dir() else base["name"]
-        encoder, _ = load_encoder(where)
-        found = weights_hash(encoder)
-        if base.get("hash") and found != base["hash"]:
-            raise RunDirError(f"{path} was trained on base model {base['name']!r} with weights hash {base['hash']}, "
-                              f"but {where} has hash {found}; load it with the same base model")
         clf.classes_ = list(manifest["labels"])
         clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        clf.model = load_classifier(encoder, path, clf.classes_, manifest["pooling"], clf.lora)
-        clf.base, clf.temperature = base, float(manifest.get("calibration", {}).get("temperature", 1.0))
+        clf.base = manifest["base_model"]
+        clf.temperature = float(manifest.get("calibration", {}).get("temperature", 1.0))
         abstain = manifest.get("abstain") or {}
         clf.threshold = abstain.get("threshold")
         clf.unknown_label = abstain.get("unknown_label", clf.unknown_label)
-        clf.calibration_ = {k: v for k, v in manifest.get("calibration", {}).items()}
+        clf.calibration_ = dict(manifest.get("calibration", {}))
         clf.metrics_, clf.data_summary = read_metrics(path), manifest.get("data", {})
         clf._train_precision = manifest.get("train_precision", clf._train_precision)
         return clf
+
+
+def base_location(base: dict) -> str:
+    """What to load for a run's ``base_model`` entry: its recorded directory if it exists, else its name."""
+    return base["path"] if Path(base.get("path", "")).is_dir() else base["name"]
+
+
+def check_base_hash(path: str | Path, base: dict, where: str, found: str) -> None:
+    """Refuse a base whose weights differ from the ones the run at ``path`` was trained on."""
+    if base.get("hash") and found != base["hash"]:
+        raise RunDirError(f"{path} was trained on base model {base['name']!r} with weights hash {base['hash']}, "
+                          f"but {where} has hash {found}; load it with the same base model")
+
+
+def load_base(path: str | Path, base: dict) -> torch.nn.Module:
+    """The base encoder of the run at ``path``, checked against the weights hash it was trained with."""
+    where = base_location(base)
+    encoder, _ = load_encoder(where)
+    check_base_hash(path, base, where, weights_hash(encoder))
+    return encoder

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lorafit.config import DataConfig, LoraSettings, TrainConfig
+from lorafit.config import DataConfig, LoraSettings, ServeLimits, TrainConfig
 from lorafit.errors import ConfigError, LorafitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -180,6 +180,35 @@ def info(
         out.print_json(json.dumps({"manifest": manifest, "metrics": metrics}))
     else:
         out.print(info_table(manifest, metrics))
+
+
+# ----------------------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    run_dirs: Annotated[list[str], typer.Argument(help="Run directories to serve, as RUN_DIR (named after the directory) or NAME=RUN_DIR.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on; the default accepts connections from this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="LORAFIT_API_KEY", show_envvar=True, help="Require this key on every route but /health ('Authorization: Bearer KEY' or 'X-API-Key: KEY').")] = None,
+    max_texts: Annotated[int, typer.Option(help="Texts per request.")] = _default(ServeLimits, "max_texts"),
+    max_chars: Annotated[int, typer.Option(help="Characters per text.")] = _default(ServeLimits, "max_chars"),
+    max_body_bytes: Annotated[int, typer.Option(help="Bytes per request body.")] = _default(ServeLimits, "max_body_bytes"),
+    max_batch_size: Annotated[int, typer.Option(help="Texts gathered from concurrent requests into one forward pass.")] = _default(ServeLimits, "max_batch_size"),
+    max_wait_ms: Annotated[float, typer.Option(help="Milliseconds to wait for more requests to batch with.")] = _default(ServeLimits, "max_wait_ms"),
+) -> None:
+    """Serve run directories over HTTP: POST /v1/classify, GET /v1/models, a page at /, docs at /docs."""
+    from lorafit.registry import load_runs, parse_spec
+    from lorafit.serve import create_app, is_loopback, run_service
+
+    limits = ServeLimits(max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body_bytes,
+                         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    models = load_runs([parse_spec(spec) for spec in run_dirs])
+    if not is_loopback(host) and not api_key:
+        err.print(f"[yellow]warning:[/yellow] listening on {escape(host)} without an API key: anyone who can reach "
+                  "this machine can use the service (set --api-key or LORAFIT_API_KEY)")
+    for model in models:
+        err.print(f"serving [bold]{escape(model.name)}[/bold]: {len(model.labels)} labels on {escape(model.base_model)}")
+    err.print(f"page: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+    run_service(create_app(models, limits, api_key), host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -171,6 +171,30 @@ class TrainConfig:
             self.abstain = True
 
 
+@dataclass
+class ServeLimits:
+    """Bounds of ``lorafit serve``: what one request may hold, and how requests are batched."""
+
+    max_texts: int = 256
+    """Texts in one request; more is a 422."""
+    max_chars: int = 20_000
+    """Characters (code points) in one text; a longer text is a 422 (the model reads at most
+    ``max_length`` tokens of it anyway)."""
+    max_body_bytes: int = 2 * 1024 * 1024
+    """Bytes of one request body; more is a 413, refused before the rest of the body is read."""
+    max_batch_size: int = 64
+    """Texts the micro-batcher gathers from concurrent requests into one forward pass (a request with
+    more texts runs as a batch of its own)."""
+    max_wait_ms: float = 5.0
+    """How long the micro-batcher waits for more requests once one has arrived."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _check(0 <= self.max_wait_ms <= 1000, f"max_wait_ms must be in [0, 1000], got {self.max_wait_ms!r}")
+
+
 AUTO_VALIDATION_FRACTION = 0.1
 AUTO_VALIDATION_MIN_ROWS = 20
 """``validation_fraction="auto"`` holds out 10% only when the smallest class has at least this many rows."""
