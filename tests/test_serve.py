@@ -346,3 +346,30 @@ def test_create_app_needs_a_model() -> None:
 def test_openapi_schema_is_json(client: TestClient) -> None:
     schema = json.loads(client.get("/openapi.json").text)
     assert "ClassifyRequest" in schema["components"]["schemas"]
+
+
+# ------------------------------------------------------------------------------------------ abstaining
+def test_threshold_makes_the_service_abstain_with_the_models_unknown_label(served_models) -> None:
+    texts = ["pizza and cheese", "a song on the guitar"]
+    with TestClient(create_app(served_models, threshold=1.0)) as strict:
+        models = strict.get("/v1/models").json()["models"]
+        assert all(m["threshold"] == 1.0 and m["unknown_label"] == "unknown" for m in models)
+        body = classify(strict, texts).json()
+        assert [r["label"] for r in body["results"]] == ["unknown", "unknown"]
+        assert all(r["score"] == pytest.approx(max(r["probabilities"].values())) for r in body["results"])
+        # A request's own threshold overrides the service's; 0 never abstains.
+        answered = strict.post("/v1/classify", json={"texts": texts, "model": "three", "threshold": 0}).json()
+        assert all(r["label"] in ("food", "music", "sports") for r in answered["results"])
+
+
+def test_a_run_without_a_threshold_answers_every_text_and_says_so(client: TestClient) -> None:
+    models = client.get("/v1/models").json()["models"]
+    assert all(m["threshold"] is None for m in models)
+    strict = client.post("/v1/classify", json={"texts": ["pizza"], "model": "two", "threshold": 1.0}).json()
+    assert strict["results"][0]["label"] == "unknown"
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "high"])
+def test_a_bad_threshold_is_a_422(client: TestClient, value: object) -> None:
+    response = client.post("/v1/classify", json={"texts": ["pizza"], "model": "two", "threshold": value})
+    assert response.status_code == 422 and "threshold" in response.text

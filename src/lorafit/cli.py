@@ -194,6 +194,7 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="Bytes per request body.")] = _default(ServeLimits, "max_body_bytes"),
     max_batch_size: Annotated[int, typer.Option(help="Texts gathered from concurrent requests into one forward pass.")] = _default(ServeLimits, "max_batch_size"),
     max_wait_ms: Annotated[float, typer.Option(help="Milliseconds to wait for more requests to batch with.")] = _default(ServeLimits, "max_wait_ms"),
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstain below this top probability for every model (default: each run's own threshold, if any; 0: never); a request's \"threshold\" overrides it.")] = None,
 ) -> None:
     """Serve run directories over HTTP: POST /v1/classify, GET /v1/models, a page at /, docs at /docs."""
     from lorafit.registry import load_runs, parse_spec
@@ -208,7 +209,7 @@ def serve(
     for model in models:
         err.print(f"serving [bold]{escape(model.name)}[/bold]: {len(model.labels)} labels on {escape(model.base_model)}")
     err.print(f"page: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
-    run_service(create_app(models, limits, api_key), host, port)
+    run_service(create_app(models, limits, api_key, threshold), host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

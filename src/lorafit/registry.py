@@ -70,6 +70,14 @@ class ServedModel:
         """The model's labels in probability-column order."""
         return list(self.backend.classes_)
 
+    def decide(self, probs: np.ndarray, threshold: float | None = None) -> list[str]:
+        """Labels for rows of probabilities: the backend's own rule (abstaining below its threshold, or
+        ``threshold`` when given) where it has one, else the most probable label."""
+        decide = getattr(self.backend, "decide", None)
+        if decide is not None:
+            return decide(probs, threshold)
+        return [self.labels[i] for i in probs.argmax(1)]
+
 
 class SharedBase:
     """One base encoder in memory, with LoRA adapters attached to it by name."""

@@ -43,13 +43,15 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[str] = Field(description="The texts, in the order the results come back. Empty strings are fine.")
     model: str | None = Field(None, description="A name from GET /v1/models; optional when one model is served.")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Abstain (answer the model's unknown label) "
+                                    "below this top probability; default: the service's or the model's own; 0: never.")
 
 
 class Prediction(BaseModel):
     """One text's answer."""
 
-    label: str = Field(description="The most probable label.")
-    score: float = Field(description="Its probability.")
+    label: str = Field(description="The most probable label, or the model's unknown label where it abstains.")
+    score: float = Field(description="The top probability.")
     probabilities: dict[str, float] = Field(description="Every label's probability, in the model's label order.")
 
 
@@ -67,6 +69,8 @@ class ModelInfo(BaseModel):
     labels: list[str]
     base_model: str
     task: str
+    threshold: float | None = Field(None, description="The model's abstention threshold (None: never abstains).")
+    unknown_label: str | None = Field(None, description="The label answered where it abstains.")
 
 
 class ModelsResponse(BaseModel):
@@ -88,8 +92,10 @@ def page_html() -> str:
     return resources.files("lorafit").joinpath("static/serve.html").read_text(encoding="utf-8")
 
 
-def create_app(models: list[ServedModel], limits: ServeLimits | None = None, api_key: str | None = None) -> FastAPI:
-    """The service for ``models`` (names must differ), with ``limits`` and an optional ``api_key``."""
+def create_app(models: list[ServedModel], limits: ServeLimits | None = None, api_key: str | None = None,
+               threshold: float | None = None) -> FastAPI:
+    """The service for ``models`` (names must differ), with ``limits`` and an optional ``api_key``;
+    ``threshold`` overrides every model's abstention threshold (a request's own overrides both)."""
     if not models:
         raise ConfigError("lorafit serve needs at least one model; pass one or more run directories")
     limits = limits or ServeLimits()
@@ -108,7 +114,7 @@ def create_app(models: list[ServedModel], limits: ServeLimits | None = None, api
                   description="Text classification with LoRA fine-tuned encoders trained by lorafit.")
     app.state.models, app.state.batchers, app.state.limits = by_name, batchers, limits
     _add_error_handlers(app)
-    _add_routes(app, by_name, batchers, limits)
+    _add_routes(app, by_name, batchers, limits, threshold)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if api_key:
         app.add_middleware(ApiKeyGuard, api_key=api_key)  # added last: runs first, before the body is read
@@ -116,7 +122,7 @@ def create_app(models: list[ServedModel], limits: ServeLimits | None = None, api
 
 
 def _add_routes(app: FastAPI, by_name: dict[str, ServedModel], batchers: dict[str, MicroBatcher],
-                limits: ServeLimits) -> None:
+                limits: ServeLimits, threshold: float | None) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return page_html()
@@ -127,7 +133,10 @@ def _add_routes(app: FastAPI, by_name: dict[str, ServedModel], batchers: dict[st
 
     @app.get("/v1/models", response_model=ModelsResponse, summary="The served models and their labels")
     def list_models() -> ModelsResponse:
-        return ModelsResponse(models=[ModelInfo(name=m.name, labels=m.labels, base_model=m.base_model, task=m.task)
+        return ModelsResponse(models=[ModelInfo(name=m.name, labels=m.labels, base_model=m.base_model, task=m.task,
+                                                threshold=threshold if threshold is not None
+                                                else getattr(m.backend, "threshold", None),
+                                                unknown_label=getattr(m.backend, "unknown_label", None))
                                       for m in by_name.values()])
 
     @app.post("/v1/classify", response_model=ClassifyResponse, summary="Label, score and probabilities per text",
@@ -139,11 +148,11 @@ def _add_routes(app: FastAPI, by_name: dict[str, ServedModel], batchers: dict[st
         check_texts(request.texts, limits)
         probs = await batchers[served.name].submit(request.texts)
         labels = served.labels
-        results = []
-        for row in probs:
-            best = int(row.argmax())
-            results.append(Prediction(label=labels[best], score=float(row[best]),
-                                      probabilities={label: float(p) for label, p in zip(labels, row)}))
+        chosen = request.threshold if request.threshold is not None else threshold
+        decided = served.decide(probs, chosen)
+        results = [Prediction(label=label, score=float(row.max()),
+                              probabilities={name: float(p) for name, p in zip(labels, row)})
+                   for row, label in zip(probs, decided)]
         return ClassifyResponse(model=served.name, results=results)
 
 
