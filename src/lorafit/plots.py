@@ -51,6 +51,8 @@ def history_png(history: list[dict], loss_curve: list[list[float]], metric: str)
         steps = [h["step"] for h in validated]
         for key, style in (("accuracy", "o-"), ("macro_f1", "s--")):
             val_ax.plot(steps, [100 * h[f"val_{key}"] for h in validated], style, label=key)
+        lowest = min(min(100 * h[f"val_{k}"] for h in validated) for k in ("accuracy", "macro_f1"))
+        val_ax.set_ylim(max(0.0, lowest - 5), 101)
         val_ax.set(xlabel="optimisation step (0: probe head only)", ylabel="%",
                    title=f"validation metrics (best checkpoint by {metric})")
         val_ax.legend(fontsize=8)
