@@ -166,7 +166,8 @@ def test_time_estimate_and_loss_curve(tiny_model: str) -> None:
             estimates.append((seconds, measured_steps))
 
     texts, labels = make_texts(30, seed=0)
-    clf = Classifier(model=tiny_model, **{**TINY_TRAIN, "epochs": 1}).fit(texts, labels, callback=Recorder())
+    clf = Classifier(model=tiny_model, **{**TINY_TRAIN, "epochs": 2}).fit(texts, labels, callback=Recorder())
+    assert clf.metrics_["steps"] > ESTIMATE_STEPS + 1
     m = clf.metrics_
     assert len(estimates) == 1 and estimates[0][1] == ESTIMATE_STEPS and estimates[0][0] > 0
     assert m["estimated_train_seconds"] == estimates[0][0]

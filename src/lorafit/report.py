@@ -173,7 +173,8 @@ def _sections(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, bytes]]:
     train_counts = (meta.get("data", {}).get("train") or {}).get("label_counts", {})
     eval_counts = dict(Counter(p.labels)) if p else None
     shown = labels + sorted(set(eval_counts or {}) - set(labels))
-    pngs["distribution"] = plots.distribution_png(shown, train_counts, eval_counts, "evaluation data")
+    name = "validation data" if inputs.evaluation_name.startswith("validation") else "evaluation data"
+    pngs["distribution"] = plots.distribution_png(shown, train_counts, eval_counts, name)
     if p is None or not p.texts:
         missing = _note(f"No evaluation data ({inputs.evaluation_name}), so there is nothing to measure here; "
                         "`lorafit evaluate RUN_DIR DATA --report FILE.html` draws this for a labeled file.")

@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 
 TRIM_EVERY = 10
 """Optimisation steps between returns of freed heap memory to the OS (see :mod:`lorafit.memory`)."""
-ESTIMATE_STEPS = 5
-"""Steps timed for the training-time estimate; the first step (one-off set-up costs) is not counted."""
+ESTIMATE_STEPS = 8
+"""Steps timed for the training-time estimate (the median rate counts, so a step that pays for building
+kernels for a new batch shape does not skew it); the first step (one-off set-up costs) is not timed."""
 LOSS_POINTS = 200
 """Points of the training-loss curve kept in ``metrics.json`` (the loss is averaged in windows)."""
 
@@ -119,15 +120,15 @@ class _Clock:
     """Times the first steps to estimate the training time, and averages the loss into a short curve.
 
     The estimate of the whole training time is the time so far (loading, caching, probe, first steps)
-    plus the measured seconds per FLOP (from the real token counts of the timed batches, so short and
-    long batches weigh right) times the FLOPs of the steps and evaluations still to come.
+    plus the median seconds per FLOP of the timed steps (from the real token counts of their batches,
+    so short and long batches weigh right) times the FLOPs of the steps and evaluations still to come.
     """
 
     def __init__(self, total_steps: int, planned_flops: float, started: float, callback: Callback) -> None:
         self.planned_flops, self.started, self.callback = planned_flops, started, callback
         self.window = max(1, math.ceil(total_steps / LOSS_POINTS))
-        self.seconds = self.flops = self.done = 0.0
-        self.timed = 0
+        self.done = 0.0
+        self.rates: list[float] = []
         self.estimate: float | None = None
         self.curve: list[list[float]] = []
         self._losses: list[float] = []
@@ -135,13 +136,13 @@ class _Clock:
     def step(self, step: int, seconds: float, flops: float, loss: float) -> None:
         """Account for optimisation step number ``step`` (1-based)."""
         self.done += flops
-        if 1 < step <= ESTIMATE_STEPS + 1:
-            self.seconds, self.flops, self.timed = self.seconds + seconds, self.flops + flops, self.timed + 1
-            if step == ESTIMATE_STEPS + 1 and self.flops > 0:
+        if 1 < step <= ESTIMATE_STEPS + 1 and flops > 0:
+            self.rates.append(seconds / flops)
+            if step == ESTIMATE_STEPS + 1:
                 remaining = max(0.0, self.planned_flops - self.done)
-                self.estimate = time.perf_counter() - self.started + self.seconds / self.flops * remaining
-                logger.info("estimated training time %.0f s (from %d timed steps)", self.estimate, self.timed)
-                self.callback.on_estimate(self.estimate, self.timed)
+                self.estimate = time.perf_counter() - self.started + float(np.median(self.rates)) * remaining
+                logger.info("estimated training time %.0f s (from %d timed steps)", self.estimate, len(self.rates))
+                self.callback.on_estimate(self.estimate, len(self.rates))
         self._losses.append(loss)
         if len(self._losses) == self.window:
             self.flush(step)
