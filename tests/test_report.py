@@ -143,6 +143,20 @@ def test_reliability_bins_and_confused_pairs() -> None:
     assert pairs == [("a", "b", 3, 3 / 8), ("c", "b", 2, 0.2)]
 
 
+def test_odd_label_names_and_texts_are_drawn_and_escaped() -> None:
+    from lorafit.report import Predictions, ReportInputs, render_html
+
+    labels = ["cost $5", "[b]", "<script>alert(1)</script>"]
+    manifest = {"labels": labels, "base_model": {"name": "tiny"}, "max_length": 16,
+                "data": {"train": {"label_counts": {label: 3 for label in labels}}}}
+    predictions = Predictions(["a $ b", "<b>x</b>", "[red]y"], labels, [labels[1], labels[0], labels[0]],
+                              np.array([0.9, 0.5, 0.7]))
+    page, figures = render_html(ReportInputs(manifest, {"history": []}, predictions, "crafted data"))
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "[red]y" in page
+    assert set(figures) == set(FIGURES.values()) and all(p.startswith(PNG_SIGNATURE) for p in figures.values())
+
+
 def test_model_card_names_data_labels_settings_metrics_and_loading(run_dir: Path) -> None:
     card = (run_dir / "README.md").read_text(encoding="utf-8")
     manifest = json.loads((run_dir / "lorafit.json").read_text())

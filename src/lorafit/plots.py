@@ -5,12 +5,25 @@ pyplot, so drawing touches no global backend state and needs no display.
 """
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Callable
 
 import numpy as np
 
 DPI = 100
 TRAIN_COLOR, EVAL_COLOR = "#4c72b0", "#dd8452"
+
+
+def _plain_text(draw: Callable[..., bytes]) -> Callable[..., bytes]:
+    """Draw with mathtext off: a label such as ``cost $5`` is text, not an (unbalanced) formula."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> bytes:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+    return wrapper
 
 
 def _figure(width: float, height: float):
@@ -33,6 +46,7 @@ def _label_size(n: int) -> float:
     return 9.0 if n <= 20 else max(4.0, 9.0 - (n - 20) / 12)
 
 
+@_plain_text
 def history_png(history: list[dict], loss_curve: list[list[float]], metric: str) -> bytes:
     """Training loss (curve and per evaluation) and the validation metrics per evaluation, by step."""
     figure = _figure(10, 3.6)
@@ -45,7 +59,8 @@ def history_png(history: list[dict], loss_curve: list[list[float]], metric: str)
         loss_ax.plot([h["step"] for h in evaluated], [h["train_loss"] for h in evaluated], "o", color="#222222",
                      label="mean since last evaluation")
     loss_ax.set(xlabel="optimisation step", ylabel="cross-entropy", title="training loss")
-    loss_ax.legend(fontsize=8)
+    if loss_curve or evaluated:
+        loss_ax.legend(fontsize=8)
     validated = [h for h in history if "val_accuracy" in h]
     if validated:
         steps = [h["step"] for h in validated]
@@ -62,6 +77,7 @@ def history_png(history: list[dict], loss_curve: list[list[float]], metric: str)
     return _png(figure)
 
 
+@_plain_text
 def confusion_png(matrix: np.ndarray, labels: list[str]) -> bytes:
     """The confusion matrix normalised by row (share of each true class predicted as each class)."""
     n = len(labels)
@@ -85,6 +101,7 @@ def confusion_png(matrix: np.ndarray, labels: list[str]) -> bytes:
     return _png(figure)
 
 
+@_plain_text
 def f1_png(f1: dict[str, float]) -> bytes:
     """Per-class F1, sorted from worst (top) to best."""
     ordered = sorted(f1.items(), key=lambda kv: (kv[1], kv[0]))
@@ -101,6 +118,7 @@ def f1_png(f1: dict[str, float]) -> bytes:
     return _png(figure)
 
 
+@_plain_text
 def distribution_png(labels: list[str], train: dict[str, int], other: dict[str, int] | None,
                      other_name: str) -> bytes:
     """Share of rows per class in the training data and, when given, the evaluation data."""
@@ -121,6 +139,7 @@ def distribution_png(labels: list[str], train: dict[str, int], other: dict[str, 
     return _png(figure)
 
 
+@_plain_text
 def reliability_png(bins: list[dict], ece: float, temperature: float) -> bytes:
     """Accuracy against confidence per confidence bin (the diagonal is perfect calibration), with counts."""
     figure = _figure(8, 4)

@@ -102,7 +102,7 @@ def data_check_renderables(check: DataCheck) -> list:
     for column in ("split", "source", "rows", "classes", "empty dropped", "truncated", "also in training"):
         splits.add_column(column, justify="left" if column in ("split", "source") else "right")
     for s in check.splits:
-        splits.add_row(s.name, _short(s.source), str(s.rows), str(len(s.label_counts)), str(s.dropped_empty),
+        splits.add_row(s.name, escape(_short(s.source)), str(s.rows), str(len(s.label_counts)), str(s.dropped_empty),
                        "-" if s.truncated is None else str(s.truncated),
                        "-" if s.name == "training" else str(s.overlap_with_train))
     shown, columns = _label_rows(check)
@@ -112,7 +112,7 @@ def data_check_renderables(check: DataCheck) -> list:
     for column in columns:
         labels.add_column(column, justify="right")
     for label in shown:
-        labels.add_row(label, *("" if label == "..." else str(s.label_counts.get(label, 0)) for s in check.splits))
+        labels.add_row(escape(label), *("" if label == "..." else str(s.label_counts.get(label, 0)) for s in check.splits))
     items: list = [splits, labels]
     if check.length_percentiles:
         p = check.length_percentiles
