@@ -97,6 +97,23 @@ def test_report_without_validation_data_says_so(no_validation_run: Path) -> None
         sorted([FIGURES["history"], FIGURES["distribution"]])
 
 
+def test_a_failing_report_does_not_cost_the_model(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from lorafit import plots
+
+    def broken(*args: object, **kwargs: object) -> bytes:
+        raise RuntimeError("no figures today")
+
+    monkeypatch.setattr(plots, "confusion_png", broken)
+    run = trained.save(tmp_path / "run")
+    assert (run / "adapter_model.safetensors").is_file() and (run / REPORT_DIR / PREDICTIONS_CSV).is_file()
+    assert not (run / REPORT_HTML).exists()
+    assert "no figures today" in caplog.text and "lorafit report" in caplog.text
+    monkeypatch.undo()
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0 and (run / REPORT_HTML).is_file()
+
+
 def test_report_command_rebuilds_the_report(run_copy: Path) -> None:
     before = (run_copy / REPORT_HTML).read_text(encoding="utf-8")
     (run_copy / REPORT_HTML).unlink()

@@ -316,7 +316,11 @@ class Classifier:
             write_json(tmp / MANIFEST, manifest)
             write_json(tmp / METRICS, self.metrics_)
             (tmp / "README.md").write_text(card.model_card(manifest, self.metrics_), encoding="utf-8")
-            write_run_report(tmp, manifest, self.metrics_, self.validation_predictions)
+            try:
+                write_run_report(tmp, manifest, self.metrics_, self.validation_predictions)
+            except Exception as exc:  # a figure that fails to draw must not cost the trained model
+                logger.warning("the run report could not be drawn (%s: %s); the model is saved, and "
+                               "`lorafit report %s` draws the report again", type(exc).__name__, exc, path)
 
         return write_atomically(path, fill, overwrite=overwrite)
 
