@@ -172,7 +172,8 @@ def info_table(manifest: dict, metrics: dict) -> Table:
     val = metrics.get("validation", {})
     rows = [("base model", f"{manifest['base_model']['name']} ({manifest['base_model'].get('hash', '?')})"),
             ("labels", f"{len(labels)}: " + ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")),
-            ("pooling / max_length", f"{manifest['pooling']} / {manifest['max_length']}"),
+            ("pooling / max_length", f"{manifest['pooling']} / {manifest['max_length']}"
+                                     + (" (auto)" if manifest.get("max_length_auto") else "")),
             ("LoRA", f"r={lora['r']} alpha={lora['lora_alpha']} dropout={lora['lora_dropout']} "
                      f"targets={lora['target_modules'] or 'all linear'}"),
             ("training", f"epochs={cfg['epochs']} batch={cfg['batch_size']} lr={cfg['learning_rate']} "
