@@ -125,10 +125,10 @@ def confused_pairs(matrix: np.ndarray, labels: list[str], k: int = CONFUSED_PAIR
 
 
 # ------------------------------------------------------------------------------------------- HTML
-def _table(header: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+def _table(header: list[str] | None, rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header or [])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{f'<thead><tr>{head}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
 
 
 def _img(name: str, png: bytes, alt: str) -> str:
@@ -156,11 +156,11 @@ def _summary(inputs: ReportInputs) -> str:
     rows += [["evaluation data of this report", inputs.evaluation_name],
              ["validation accuracy / macro-F1 (kept checkpoint)", f"{_pct(val.get('accuracy'))} / {_pct(val.get('macro_f1'))}"],
              ["training time", f"{m.get('train_wall_seconds', 0):.1f} s at {m.get('train_samples_per_second', 0):.1f} samples/s"
-              + (f" (estimated {m['estimated_train_seconds']:.0f} s for the steps)" if m.get("estimated_train_seconds") else "")],
+              + (f" (estimated {m['estimated_train_seconds']:.0f} s after the first steps)" if m.get("estimated_train_seconds") else "")],
              ["calibration temperature", meta.get("calibration", {}).get("temperature", 1.0)]]
     warnings = (meta.get("data_check") or {}).get("warnings") or []
     listed = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-    return _table(["", ""], rows) + (f"<h3>Data warnings</h3><ul>{listed}</ul>" if listed else "")
+    return _table(None, rows) + (f"<h3>Data warnings</h3><ul>{listed}</ul>" if listed else "")
 
 
 def _sections(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, bytes]]:
