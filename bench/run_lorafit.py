@@ -62,7 +62,8 @@ def main() -> None:
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "cached_layers": m["cached_layers"], "precision": m["precision"], "epochs": m["epochs"],
                       "mfu": round(m["mfu"], 3), "matmul_peak_gflops": round(m["matmul_peak_gflops"]),
-                      "loop_s": round(m["loop_seconds"], 1)}), flush=True)
+                      "loop_s": round(m["loop_seconds"], 1), "max_length": clf.train_config.max_length,
+                      "estimated_train_s": round(m.get("estimated_train_seconds") or 0, 1)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,9 @@ def test_train_writes_a_run_directory(cli_run: tuple[Path, str], tiny_model_dir:
     assert manifest["data"]["train"]["dropped_empty"] == 2
     assert manifest["data"]["train"]["rows"] + manifest["data"]["validation"]["rows"] == 58
     assert "training summary" in output and "run directory" in output
+    flat = " ".join(output.split())
+    assert "rows per label (3 classes)" in flat and "token lengths of the training texts" in flat  # data summary
+    assert "2 training row(s) with an empty text were dropped" in flat and (out / "report.html").is_file()
 
 
 def test_train_flags_reach_the_config(cli_data: Path, tiny_model: str, tmp_path: Path) -> None:

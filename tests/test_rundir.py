@@ -36,7 +36,9 @@ def test_manifest(run_dir: Path, tiny_model_dir: Path) -> None:
     manifest = read_manifest(run_dir)
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["labels"] == LABELS
-    assert manifest["pooling"] == "mean" and manifest["max_length"] == 128
+    # max_length "auto": the synthetic texts have at most 9 tokens, so the 99th percentile rounds up to 16
+    assert manifest["pooling"] == "mean" and manifest["max_length"] == 16 and manifest["max_length_auto"] is True
+    assert manifest["train_config"]["max_length"] == 16
     assert manifest["base_model"]["path"] == str(tiny_model_dir.resolve())
     assert len(manifest["base_model"]["hash"]) == 16
     assert manifest["calibration"]["temperature"] == 1.0

@@ -1,50 +1,108 @@
 """The model card (``README.md``) written into every run directory."""
 from __future__ import annotations
 
+PLAIN_PEFT = '''```python
+import json, torch
+from transformers import AutoModel, AutoTokenizer
+from peft import PeftModel
+
+run = "THIS_DIRECTORY"
+meta = json.load(open(f"{run}/lorafit.json"))
+labels = meta["labels"]                                   # id2label, in id order
+tokenizer = AutoTokenizer.from_pretrained(run)
+base = AutoModel.from_pretrained(meta["base_model"]["path"])
+base.classifier = torch.nn.Linear(base.config.hidden_size, len(labels))   # shape only; weights come from the adapter
+model = PeftModel.from_pretrained(base, run).eval()
+
+batch = tokenizer(["some text"], padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
+with torch.no_grad():
+    hidden = model(**batch).last_hidden_state
+    if meta["pooling"] == "mean":
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+    else:                                                  # "cls"
+        pooled = hidden[:, 0]
+    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+    probs = (model.classifier(pooled) / meta["calibration"]["temperature"]).softmax(-1)
+print({labels[i]: float(p) for i, p in enumerate(probs[0])})
+```'''
+
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _data(manifest: dict) -> str:
+    data, cfg = manifest.get("data", {}), manifest["train_config"]
+    train, val, test = data.get("train") or {}, data.get("validation"), data.get("test")
+    auto = " (`auto`: the 99th percentile of the training texts' token lengths)" if manifest.get("max_length_auto") else ""
+    lines = [f"- Training: {train.get('source', '?')}, {train.get('rows', '?')} rows "
+             f"({train.get('dropped_empty', 0)} empty texts dropped, {train.get('truncated', 0)} truncated at "
+             f"max_length {cfg['max_length']} tokens{auto})",
+             f"- Validation: {val.get('source', '?')}, {val.get('rows', '?')} rows" if val
+             else "- Validation: none (trained on every row; the last state is kept)"]
+    if test:
+        lines.append(f"- Test (checked for leakage only): {test.get('source', '?')}, {test.get('rows', '?')} rows")
+    warnings = (manifest.get("data_check") or {}).get("warnings") or []
+    lines += [f"- Data warning: {w}" for w in warnings]
+    return "\n".join(lines)
+
+
 def model_card(manifest: dict, metrics: dict) -> str:
-    """Markdown: data, labels, settings, metrics (with the data they were measured on) and how to load."""
+    """Markdown: data, labels, settings, metrics (with the data they were measured on), use and how to load."""
     labels = manifest["labels"]
-    data = manifest.get("data", {})
-    train, val = data.get("train", {}), data.get("validation") or {}
     lora, cfg = manifest["lora"], manifest["train_config"]
     val_metrics = metrics.get("validation", {})
+    val = (manifest.get("data") or {}).get("validation")
+    measured_on = f"on the validation data ({val.get('source', '?')}, {val.get('rows', '?')} rows)" if val \
+        else "none: there was no validation data, so nothing was measured; run `lorafit evaluate` on labeled data"
     shown = ", ".join(f"`{x}`" for x in labels[:20]) + (f" and {len(labels) - 20} more" if len(labels) > 20 else "")
     return f"""# lorafit text classifier
 
 A LoRA adapter and linear head on top of `{manifest['base_model']['name']}`
 ({cfg['pooling']} pooling, L2-normalised), trained with lorafit {manifest['lorafit_version']}.
+`report.html` (next to this file) shows the training curves, the confusion matrix, per-class F1,
+calibration and the most confident mistakes.
 
 ## Data
-- Training: {train.get('source', '?')}, {train.get('rows', '?')} rows ({train.get('dropped_empty', 0)} empty texts dropped, {train.get('truncated', 0)} truncated at {cfg['max_length']} tokens)
-- Validation: {f"{val.get('source', '?')}, {val.get('rows', '?')} rows" if val else 'none (trained on every row; the last state is kept)'}
-- Labels ({len(labels)}): {shown}
+{_data(manifest)}
+
+## Labels ({len(labels)})
+{shown}
 
 ## Settings
 LoRA r={lora['r']}, lora_alpha={lora['lora_alpha']}, lora_dropout={lora['lora_dropout']}, bias={lora['bias']},
 target_modules={lora['target_modules'] or 'all linear layers of the encoder blocks'},
 layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
 epochs={cfg['epochs']}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
-head initialised from a linear probe: {cfg['probe_init']}, training precision {manifest.get('train_precision', '?')}.
+max_length={cfg['max_length']}, seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
+training precision {manifest.get('train_precision', '?')}, calibration temperature
+{manifest.get('calibration', {}).get('temperature', 1.0)}.
 
-## Metrics (validation data above, best checkpoint by {cfg['metric']})
+## Metrics
+Measured {measured_on}, best checkpoint by {cfg['metric']}:
+
 | accuracy | macro-F1 | best step | train time | samples/s |
 |---|---|---|---|---|
 | {_pct(val_metrics.get('accuracy'))} | {_pct(val_metrics.get('macro_f1'))} | {metrics.get('best_step', '-')} | {metrics.get('train_wall_seconds', 0):.1f} s | {metrics.get('train_samples_per_second', 0):.1f} |
 
-## Intended use
-Classifying short texts like the training data into the labels above. It has not been evaluated
-on other domains, and its scores are softmax probabilities, not guarantees.
+The validation data also picked the checkpoint, so these numbers are slightly optimistic; measure on
+held-out data with `lorafit evaluate THIS_DIRECTORY test.csv --report test_report.html`.
+
+## Intended use and limitations
+Classifying short texts like the training data into the labels above. Every text gets one of these
+labels, even when none fits: there is no "other" class unless the training data had one. It has not
+been evaluated on other domains or languages, texts longer than {cfg['max_length']} tokens are cut,
+and its scores are softmax probabilities (see the reliability diagram in `report.html`), not guarantees.
 
 ## How to load
+With lorafit:
 ```python
 from lorafit import Classifier
 clf = Classifier.load("THIS_DIRECTORY")
 clf.predict(["some text"]), clf.predict_proba(["some text"])
 ```
-With plain transformers + peft, see "Loading a run without lorafit" in lorafit's README.
+With plain transformers + peft (the head is lorafit's mean-pooled linear layer, so
+`AutoPeftModelForSequenceClassification` refuses this directory on purpose):
+{PLAIN_PEFT}
 """

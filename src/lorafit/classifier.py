@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +13,17 @@ import torch
 from lorafit import __version__, calibration, card, metrics
 from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, resolve_validation_fraction, to_dict
 from lorafit.data import Encoded, LabeledData, check_trainable, label_order, stratified_split, tokenize
+from lorafit.datacheck import DataCheck, check_data
 from lorafit.errors import ConfigError, DataError, RunDirError
 from lorafit.inference import INFERENCE_PRECISION, forward_all, softmax, token_batches
 from lorafit.models import build_classifier, load_classifier, load_encoder, resolve_model, weights_hash
 from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
     write_atomically, write_json
+from lorafit.report import PREDICTIONS_CSV, REPORT_DIR, Predictions, write_run_report
 from lorafit.training import Callback, Trainer
 
 logger = logging.getLogger(__name__)
 
-IMBALANCE_RATIO = 10
-"""Training warns when the largest class has at least this many times the rows of the smallest."""
 
 
 def _check_texts(texts: object, name: str = "texts") -> list[str]:
@@ -81,13 +81,21 @@ class Classifier:
         self.calibration_: dict = {}
         self.metrics_: dict = {}
         self.data_summary: dict = {}
+        self.data_check: DataCheck | None = None
+        """What :func:`lorafit.datacheck.check_data` found before the last ``fit``."""
+        self.validation_predictions = None
+        """The kept checkpoint's predictions on the validation data (a :class:`lorafit.report.Predictions`)."""
+        self._max_length_setting = self.train_config.max_length
+        self._stored_data_check: dict | None = None
         self._train_precision = "fp32"
 
     # ----------------------------------------------------------------------------------- training
     def fit(self, texts: list[str], labels: list[str] | list[int],
-            validation: tuple[list[str], list] | None = None, callback: Callback | None = None) -> "Classifier":
+            validation: tuple[list[str], list] | None = None, callback: Callback | None = None,
+            test: tuple[list[str], list] | None = None) -> "Classifier":
         """Fine-tune on ``texts``/``labels``; ``validation`` is ``(texts, labels)`` or a stratified split.
 
+        ``test`` (``(texts, labels)``) is only checked for leakage (texts also in the training data).
         Returns ``self``; the best checkpoint on validation (by ``metric``) is the one kept.
         """
         texts = _check_texts(texts)
@@ -105,11 +113,35 @@ class Classifier:
                                 "pair up, and there must be at least one")
             train_data = data
             val_data = LabeledData(val_texts, val_labels, "validation data")
-        return self._fit(train_data, val_data, callback)
+        test_data = LabeledData(_check_texts(test[0], "test texts"), [str(x) for x in test[1]], "test data") \
+            if test is not None else None
+        return self._fit(train_data, val_data, test_data, callback)
 
     def fit_files(self, train_path: str | Path, validation_path: str | Path | None = None,
-                  callback: Callback | None = None) -> "Classifier":
-        """Fine-tune on a labeled file (CSV/TSV/JSONL/Parquet), with an optional validation file."""
+                  callback: Callback | None = None, test_path: str | Path | None = None) -> "Classifier":
+        """Fine-tune on a labeled file (CSV/TSV/JSONL/Parquet), with an optional validation file.
+
+        ``test_path`` (a labeled file) is read only to check it for leakage from the training data.
+        """
+        return self._fit(*self._read_files(train_path, validation_path, test_path, callback), callback=callback)
+
+    def inspect_files(self, train_path: str | Path, validation_path: str | Path | None = None,
+                      test_path: str | Path | None = None) -> DataCheck:
+        """The checks ``fit_files`` runs before training (:func:`lorafit.datacheck.check_data`), without training.
+
+        The validation data is the file, or the split ``fit_files`` would hold out; the tokenizer is the
+        base model's, so token lengths and ``max_length="auto"`` come out as in training.
+
+        Example:
+            >>> Classifier().inspect_files("train.csv", test_path="test.csv").warnings  # doctest: +SKIP
+        """
+        train, val, test = self._read_files(train_path, validation_path, test_path, None)
+        encoder, self.tokenizer = load_encoder(self.train_config.model)
+        self._check_data(train, val, test, encoder.config, None)
+        return self.data_check
+
+    def _read_files(self, train_path: str | Path, validation_path: str | Path | None, test_path: str | Path | None,
+                    callback: Callback | None) -> tuple[LabeledData, LabeledData | None, LabeledData | None]:
         from lorafit.data import read_labeled
 
         cfg = self.data_config
@@ -119,7 +151,8 @@ class Classifier:
             train, val = self._holdout(train, callback)
         else:
             val = read_labeled(validation_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
-        return self._fit(train, val, callback)
+        test = read_labeled(test_path, cfg.text_column, cfg.label_column, "drop") if test_path else None
+        return train, val, test
 
     def _holdout(self, data: LabeledData, callback: Callback | None) -> tuple[LabeledData, LabeledData | None]:
         """A seeded stratified validation split, or none (``validation_fraction`` 0, or ``auto`` on small
@@ -139,8 +172,8 @@ class Classifier:
         val.source = f"{data.source} (stratified {fraction:.0%} split)"
         return train, val
 
-    def _fit(self, train: LabeledData, val: LabeledData | None, callback: Callback | None) -> "Classifier":
-        cfg = self.train_config
+    def _fit(self, train: LabeledData, val: LabeledData | None, test: LabeledData | None,
+             callback: Callback | None) -> "Classifier":
         self.classes_ = label_order(train.labels)
         index = {label: i for i, label in enumerate(self.classes_)}
         unseen = sorted(set(val.labels) - set(index)) if val is not None else []
@@ -151,14 +184,10 @@ class Classifier:
             raise ConfigError("abstain needs validation data to choose its threshold for target_precision "
                               f"{cfg.target_precision}, and there is none; pass --validation FILE, "
                               "--validation-fraction 0.1, or a fixed --threshold")
-        self._note_imbalance(train)
         if callback:
             callback.on_phase("load")
-        encoder, self.tokenizer = load_encoder(cfg.model)
-        limit = getattr(encoder.config, "max_position_embeddings", None)
-        if isinstance(limit, int) and cfg.max_length > limit:
-            raise ConfigError(f"max_length {cfg.max_length} is longer than {cfg.model!r} accepts ({limit} tokens); "
-                              f"pass --max-length {limit} or less")
+        encoder, self.tokenizer = load_encoder(self.train_config.model)
+        cfg = self._check_data(train, val, test, encoder.config, callback)
         self.base = {"name": cfg.model, "path": resolve_model(cfg.model), "hash": weights_hash(encoder)}
         torch.manual_seed(cfg.seed)  # LoRA's A matrices and the head are initialised from torch's RNG
         self.model = build_classifier(encoder, self.classes_, cfg.pooling, self.lora, self.base["path"],
@@ -167,10 +196,6 @@ class Classifier:
             callback.on_phase("tokenize")
         train_enc = tokenize(self.tokenizer, train.texts, cfg.max_length)
         val_enc = tokenize(self.tokenizer, val.texts, cfg.max_length) if val is not None else None
-        for name, encoded in (("training", train_enc), ("validation", val_enc)):
-            if encoded is not None and encoded.truncated:
-                logger.warning("%d %s text(s) are longer than max_length=%d tokens and were truncated; "
-                               "raise --max-length to keep more", encoded.truncated, name, cfg.max_length)
         train_y = np.array([index[x] for x in train.labels])
         val_y = np.array([index[x] for x in val.labels]) if val is not None else None
         weights = self._class_weights(train_y) if cfg.class_weights == "auto" else None
@@ -187,7 +212,10 @@ class Classifier:
         if self.calibration_:
             self.metrics_["calibration"] = self.calibration_
         self.data_summary = {"train": self._summary(train, train_enc),
-                             "validation": self._summary(val, val_enc) if val is not None else None}
+                             "validation": self._summary(val, val_enc) if val is not None else None,
+                             "test": {"source": test.source, "rows": len(test)} if test is not None else None}
+        self.validation_predictions = None if result.val_logits is None else Predictions.from_logits(
+            val.texts, val.labels, result.val_logits, self.classes_, self.temperature)
         return self
 
     def _class_weights(self, label_ids: np.ndarray) -> np.ndarray:
@@ -197,16 +225,6 @@ class Classifier:
         weights = np.zeros_like(counts)
         weights[present] = len(label_ids) / (present.sum() * counts[present])
         return weights
-
-    def _note_imbalance(self, train: LabeledData) -> None:
-        counts = Counter(train.labels).most_common()
-        (top, most), (bottom, least) = counts[0], counts[-1]
-        if most < IMBALANCE_RATIO * least:
-            return
-        advice = ("rare classes get inverse-frequency weights (--class-weights auto)"
-                  if self.train_config.class_weights == "auto" else "consider --class-weights auto")
-        logger.warning("classes are very unequal: %r has %d rows, %r has %d (%.0fx); %s, and read the per-class "
-                       "metrics", top, most, bottom, least, most / least, advice)
 
     def _calibrate(self, logits: np.ndarray | None, y: np.ndarray | None, callback: Callback | None) -> None:
         """Fit the temperature and the abstention threshold on the kept checkpoint's validation logits."""
@@ -241,10 +259,26 @@ class Classifier:
                                "coverage %.1f%%)", cfg.target_precision, chosen.threshold, chosen.precision,
                                100 * chosen.coverage)
 
+    def _check_data(self, train: LabeledData, val: LabeledData | None, test: LabeledData | None, model_config,
+                    callback: Callback | None) -> TrainConfig:
+        """Check the data (:mod:`lorafit.datacheck`), resolve ``max_length="auto"``; the resolved config."""
+        setting, model = self._max_length_setting, self.train_config.model
+        limit = getattr(model_config, "max_position_embeddings", None)
+        limit = limit if isinstance(limit, int) else None
+        if limit and setting != "auto" and setting > limit:
+            raise ConfigError(f"max_length {setting} is longer than {model!r} accepts ({limit} tokens); "
+                              f"pass --max-length {limit} or less, or --max-length auto")
+        self.data_check = check_data(train, {"validation": val, "test": test}, self.tokenizer, setting, limit)
+        if callback:
+            callback.on_data_check(self.data_check)
+        self.train_config = replace(self.train_config, max_length=self.data_check.max_length)
+        return self.train_config
+
     @staticmethod
     def _summary(data: LabeledData, encoded: Encoded) -> dict:
         return {"source": data.source, "rows": len(data), "dropped_empty": data.dropped_empty,
-                "truncated": encoded.truncated, "classes": len(set(data.labels))}
+                "truncated": encoded.truncated, "classes": len(set(data.labels)),
+                "label_counts": dict(sorted(Counter(data.labels).items()))}
 
     # ---------------------------------------------------------------------------------- inference
     def _require_fitted(self) -> None:
@@ -300,7 +334,7 @@ class Classifier:
         return self._forward(texts, method="embed")
 
     def evaluate(self, texts: list[str], labels: list, threshold: float | None = None,
-                 oos_label: str | None = None) -> dict:
+                 oos_label: str | None = None, probabilities: np.ndarray | None = None) -> dict:
         """Accuracy, macro-F1, per-class metrics, the confusion matrix and calibration on labeled data.
 
         The class metrics use the most probable label (no abstaining). ``ece``, ``brier`` and ``nll`` are
@@ -309,12 +343,17 @@ class Classifier:
         answered rows; with ``oos_label`` (the label that marks out-of-scope rows in the data) also in-scope
         accuracy and out-of-scope recall, where abstaining or predicting ``oos_label`` count as "out of scope".
         Labels the model never saw are listed under ``unknown_labels`` (their rows count as errors).
+        ``probabilities``: ``predict_proba(texts)`` if already computed (saves a second pass).
         """
         labels = [str(x) for x in labels]
         if len(_check_texts(texts)) != len(labels):
             raise DataError(f"got {len(texts)} texts but {len(labels)} labels; they must pair up")
-        logits = self._forward(texts)
-        probs = softmax(logits, self.temperature) if len(logits) else logits.astype(np.float64)
+        if probabilities is None:
+            logits = self._forward(texts)
+            probs = softmax(logits, self.temperature) if len(logits) else logits.astype(np.float64)
+        else:  # precomputed predict_proba output: log p = logits / T + c, and softmax ignores c
+            probs = np.asarray(probabilities, dtype=np.float64)
+            logits = self.temperature * np.log(np.clip(probs, 1e-300, None))
         predicted = self.decide(probs, 0.0)
         unknown = sorted(set(labels) - set(self.classes_))
         result = metrics.report(labels, predicted, self.classes_ + unknown)
@@ -361,13 +400,14 @@ class Classifier:
         return {"format_version": FORMAT_VERSION, "lorafit_version": __version__,
                 "task": "single_label_classification", "base_model": self.base, "labels": self.classes_,
                 "text_column": self.data_config.text_column, "label_column": self.data_config.label_column,
-                "max_length": self.train_config.max_length, "pooling": self.train_config.pooling,
-                "train_precision": self._train_precision,
+                "max_length": self.train_config.max_length, "max_length_auto": self._max_length_setting == "auto",
+                "pooling": self.train_config.pooling, "train_precision": self._train_precision,
                 "calibration": {"temperature": self.temperature, **{k: v for k, v in self.calibration_.items()
                                                                      if k != "temperature"}},
                 "abstain": {"threshold": self.threshold, "unknown_label": self.unknown_label},
                 "train_config": to_dict(self.train_config), "lora": to_dict(self.model.lora_settings),
                 "data_config": to_dict(self.data_config), "data": self.data_summary,
+                "data_check": self.data_check.to_dict() if self.data_check else self._stored_data_check,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "versions": {"lorafit": __version__, "torch": torch.__version__,
                              "transformers": transformers.__version__, "peft": peft.__version__}}
@@ -383,6 +423,11 @@ class Classifier:
             write_json(tmp / MANIFEST, manifest)
             write_json(tmp / METRICS, self.metrics_)
             (tmp / "README.md").write_text(card.model_card(manifest, self.metrics_), encoding="utf-8")
+            try:
+                write_run_report(tmp, manifest, self.metrics_, self.validation_predictions)
+            except Exception as exc:  # a figure that fails to draw must not cost the trained model
+                logger.warning("the run report could not be drawn (%s: %s); the model is saved, and "
+                               "`lorafit report %s` draws the report again", type(exc).__name__, exc, path)
 
         return write_atomically(path, fill, overwrite=overwrite)
 
@@ -423,6 +468,10 @@ class Classifier:
         clf.calibration_ = dict(manifest.get("calibration", {}))
         clf.metrics_, clf.data_summary = read_metrics(path), manifest.get("data", {})
         clf._train_precision = manifest.get("train_precision", clf._train_precision)
+        clf._stored_data_check = manifest.get("data_check")
+        clf._max_length_setting = "auto" if manifest.get("max_length_auto") else clf.train_config.max_length
+        stored = Path(path) / REPORT_DIR / PREDICTIONS_CSV
+        clf.validation_predictions = Predictions.read_csv(stored) if stored.is_file() else None
         return clf
 
 

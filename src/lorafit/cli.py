@@ -33,17 +33,30 @@ def _names(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",")]
 
 
+# The data options `train` and `inspect` share.
+TrainFile = Annotated[Path, typer.Argument(help="Labeled training data: .csv, .tsv, .jsonl or .parquet.")]
+ValidationFile = Annotated[Optional[Path], typer.Option("--validation", help="Labeled validation file; default: a stratified split of TRAIN.")]
+TestFile = Annotated[Optional[Path], typer.Option("--test", help="Labeled test file, only checked for texts that also occur in TRAIN (leakage).")]
+ValidationFraction = Annotated[str, typer.Option("--validation-fraction", help="Share of each class held out when no --validation is given; 0: none (train on all rows, keep the last state); auto: 0.1 if every class has >= 20 rows, else 0.")]
+TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
+LabelColumn = Annotated[str, typer.Option("--label-column", help="Column holding the label.")]
+Model = Annotated[str, typer.Option("--model", help="Base encoder: alias 'minilm', a local model directory or a hub id.")]
+MaxLength = Annotated[str, typer.Option("--max-length", help="Longest input in tokens (longer texts are truncated and counted); auto: the 99th percentile of the training texts' token lengths, rounded up to a multiple of 8, capped by the model.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for split, initialisation and batch order.")]
+
+
 # ----------------------------------------------------------------------------------------- train
 @app.command()
 def train(
-    train_file: Annotated[Path, typer.Argument(help="Labeled training data: .csv, .tsv, .jsonl or .parquet.")],
+    train_file: TrainFile,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
-    validation: Annotated[Optional[Path], typer.Option(help="Labeled validation file; default: a stratified split of TRAIN.")] = None,
-    validation_fraction: Annotated[str, typer.Option(help="Share of each class held out when no --validation is given; 0: none (train on all rows, keep the last state); auto: 0.1 if every class has >= 20 rows, else 0.")] = _default(DataConfig, "validation_fraction"),
-    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = _default(DataConfig, "text_column"),
-    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = _default(DataConfig, "label_column"),
+    validation: ValidationFile = None,
+    test: TestFile = None,
+    validation_fraction: ValidationFraction = _default(DataConfig, "validation_fraction"),
+    text_column: TextColumn = _default(DataConfig, "text_column"),
+    label_column: LabelColumn = _default(DataConfig, "label_column"),
     empty_texts: Annotated[str, typer.Option(help="Empty or whitespace-only texts: drop (counted, warned) or error.")] = _default(DataConfig, "empty_texts"),
-    model: Annotated[str, typer.Option(help="Base encoder: alias 'minilm', a local model directory or a hub id.")] = _default(TrainConfig, "model"),
+    model: Model = _default(TrainConfig, "model"),
     pooling: Annotated[str, typer.Option(help="mean (suits sentence-transformer encoders) or cls.")] = _default(TrainConfig, "pooling"),
     probe_init: Annotated[bool, typer.Option("--probe-init/--no-probe-init", help="Start the head from a linear probe on frozen embeddings.")] = _default(TrainConfig, "probe_init"),
     r: Annotated[int, typer.Option(help="LoRA rank.")] = _default(LoraSettings, "r"),
@@ -60,8 +73,8 @@ def train(
     learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then linear decay).")] = _default(TrainConfig, "learning_rate"),
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _default(TrainConfig, "weight_decay"),
     warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = _default(TrainConfig, "warmup_ratio"),
-    max_length: Annotated[int, typer.Option(help="Longest input in tokens (longer texts are truncated and counted).")] = _default(TrainConfig, "max_length"),
-    seed: Annotated[int, typer.Option(help="Seed for split, initialisation and batch order.")] = _default(TrainConfig, "seed"),
+    max_length: MaxLength = _default(TrainConfig, "max_length"),
+    seed: Seed = _default(TrainConfig, "seed"),
     eval_every: Annotated[str, typer.Option(help="Evaluate every N steps, or 'epoch'.")] = _default(TrainConfig, "eval_every"),
     patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping; 0 = never stop early.")] = _default(TrainConfig, "patience"),
     metric: Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1.")] = _default(TrainConfig, "metric"),
@@ -96,10 +109,10 @@ def train(
                    empty_texts=empty_texts))
     Classifier.check_output(out_dir, overwrite)
     with RichCallback(err, enabled=progress, metric=metric) as callback:
-        clf.fit_files(train_file, validation, callback=callback)
+        clf.fit_files(train_file, validation, callback=callback, test_path=test)
     clf.save(out_dir, overwrite=overwrite)
     out.print(summary_table(clf))
-    out.print(f"run directory: [bold]{out_dir}[/bold]")
+    out.print(f"run directory: [bold]{out_dir}[/bold] (report: {out_dir / 'report.html'})")
 
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -113,6 +126,7 @@ def evaluate(
     classes: Annotated[int, typer.Option(min=0, help="Rows of the per-class table (worst F1 first); --json has all.")] = 15,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstention threshold (default: the run's own, if any); 0: never abstain.")] = None,
     oos_label: Annotated[Optional[str], typer.Option(help="Label marking out-of-scope rows in DATA: report in-scope accuracy and out-of-scope recall.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the run report (plots, confusions, mistakes) for DATA to this .html file.")] = None,
 ) -> None:
     """Accuracy, macro-F1, per-class metrics, the confusion matrix and calibration of RUN_DIR on DATA."""
     from lorafit import Classifier
@@ -122,8 +136,12 @@ def evaluate(
     clf = Classifier.load(run_dir)
     labeled = read_labeled(data, text_column or clf.data_config.text_column,
                            label_column or clf.data_config.label_column, empty_texts="drop")
-    result = clf.evaluate(labeled.texts, labeled.labels, threshold=threshold, oos_label=oos_label)
+    probabilities = clf.predict_proba(labeled.texts)
+    result = clf.evaluate(labeled.texts, labeled.labels, threshold=threshold, oos_label=oos_label,
+                          probabilities=probabilities)
     result["data"] = {"source": str(data), "rows": len(labeled), "dropped_empty": labeled.dropped_empty}
+    if report is not None:
+        _evaluation_report(clf, run_dir, labeled, probabilities, report)
     if as_json:
         out.print_json(json.dumps(result))
         return
@@ -132,6 +150,19 @@ def evaluate(
     if result["unknown_labels"]:
         err.print(f"[yellow]warning:[/yellow] {result['unknown_label_rows']} row(s) have labels the model never saw "
                   f"({', '.join(result['unknown_labels'][:10])}); they count as errors")
+
+
+def _evaluation_report(clf, run_dir: Path, labeled, probabilities, path: Path) -> None:
+    from lorafit.report import Predictions, ReportInputs, write_report
+    from lorafit.rundir import read_manifest, read_metrics
+
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"--report must name an .html file, got {path.name}")
+    predictions = Predictions.from_probabilities(labeled.texts, labeled.labels, probabilities, clf.classes_)
+    inputs = ReportInputs(read_manifest(run_dir), read_metrics(run_dir), predictions,
+                          f"{labeled.source}, {len(labeled)} rows", title=f"lorafit report: {run_dir.name} on {path.stem}")
+    write_report(path, inputs)
+    err.print(f"wrote the report to {path}")
 
 
 # --------------------------------------------------------------------------------------- predict
@@ -212,6 +243,42 @@ def serve(
     run_service(create_app(models, limits, api_key, threshold), host, port)
 
 
+# --------------------------------------------------------------------------------------- inspect
+@app.command()
+def inspect(
+    train_file: TrainFile,
+    validation: ValidationFile = None,
+    test: TestFile = None,
+    validation_fraction: ValidationFraction = _default(DataConfig, "validation_fraction"),
+    text_column: TextColumn = _default(DataConfig, "text_column"),
+    label_column: LabelColumn = _default(DataConfig, "label_column"),
+    model: Model = _default(TrainConfig, "model"),
+    max_length: MaxLength = _default(TrainConfig, "max_length"),
+    seed: Seed = _default(TrainConfig, "seed"),
+) -> None:
+    """The data summary and warnings `lorafit train` prints first, without training."""
+    from lorafit import Classifier
+    from lorafit.progress import data_check_renderables
+
+    clf = Classifier(TrainConfig(model=model, max_length=max_length, seed=seed),
+                     data=DataConfig(text_column=text_column, label_column=label_column,
+                                     validation_fraction=validation_fraction))
+    for item in data_check_renderables(clf.inspect_files(train_file, validation, test)):
+        out.print(item)
+
+
+# ---------------------------------------------------------------------------------------- report
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`.")],
+) -> None:
+    """Rebuild RUN_DIR's report.html (and report/*.png) from its stored files, and print where it is."""
+    from lorafit.report import rebuild_run_report
+
+    path = rebuild_run_report(run_dir)
+    out.print(f"report: {path} ({path.resolve().as_uri()})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors become one line on stderr and exit code 1 (``--debug`` shows the traceback)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -221,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s")
     for noisy in ("transformers", "peft", "accelerate", "datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not debug:  # the CLI prints the data checks' warnings in its own summary
+        logging.getLogger("lorafit.datacheck").setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

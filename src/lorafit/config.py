@@ -110,8 +110,10 @@ class TrainConfig:
     """AdamW weight decay on LoRA and head weights."""
     warmup_ratio: float = 0.06
     """Share of the training steps spent warming the learning rate up from 0."""
-    max_length: int = 128
-    """Longest input in tokens; longer texts are truncated (and counted)."""
+    max_length: int | str = "auto"
+    """Longest input in tokens; longer texts are truncated (and counted). ``"auto"``: the 99th percentile of
+    the training texts' token lengths, rounded up to a multiple of 8 and capped by the model (see
+    :func:`lorafit.datacheck.auto_max_length`); the length picked is what the run directory records."""
     seed: int = 0
     """Seed for the validation split, initialisation, dropout and batch order."""
     eval_every: int | str = "epoch"
@@ -148,10 +150,10 @@ class TrainConfig:
         _check(bool(self.model), "model must not be empty; use 'minilm', a model directory or a hub id")
         _check(self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         _check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
-        for name in ("batch_size", "max_length", "eval_batch_size"):
+        for name in ("batch_size", "eval_batch_size"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
-        _check(self.max_length >= 4, f"max_length must be at least 4 tokens, got {self.max_length}")
+        self.max_length = parse_max_length(self.max_length)
         _check_positive("learning_rate", self.learning_rate)
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
@@ -193,6 +195,17 @@ class ServeLimits:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         _check(0 <= self.max_wait_ms <= 1000, f"max_wait_ms must be in [0, 1000], got {self.max_wait_ms!r}")
+
+
+def parse_max_length(value: int | str) -> int | str:
+    """``"auto"`` or a token count >= 4, from a flag value such as ``"auto"`` or ``"64"``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= 4,
+           f"max_length must be 'auto' or an integer of at least 4 tokens, got {value!r}")
+    return value
 
 
 AUTO_VALIDATION_FRACTION = 0.1

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import math
+import os
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
+from lorafit.datacheck import AUTO_QUANTILE, DataCheck
 from lorafit.training import Callback, TrainResult
+
+LABEL_ROWS = 20
+"""Classes listed one per row in the data summary; with more, the smallest and largest few."""
 
 _PHASES = {"load": "loading the base model", "tokenize": "tokenising", "cache": "caching the frozen blocks",
            "probe": "fitting the probe head",
@@ -22,6 +28,7 @@ class RichCallback(Callback):
         self.console, self.enabled, self.metric = console, enabled, metric
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
+                                 TextColumn("est {task.fields[estimate]}"),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                                  disable=not enabled, transient=False)
         self.task = None
@@ -37,11 +44,21 @@ class RichCallback(Callback):
     def on_phase(self, name: str) -> None:
         if self.task is None:  # started at the first phase, so a bad data file shows no empty bar
             self.progress.start()
-            self.task = self.progress.add_task(_PHASES["load"], total=None, loss="-", val="-")
+            self.task = self.progress.add_task(_PHASES["load"], total=None, loss="-", val="-", estimate="-")
         self.progress.update(self.task, description=_PHASES.get(name, name))
 
     def on_info(self, message: str) -> None:
         self.console.print(message)
+
+    def on_data_check(self, check: DataCheck) -> None:
+        for item in data_check_renderables(check):
+            self.console.print(item)
+
+    def on_estimate(self, seconds: float, measured_steps: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, estimate=_duration(seconds))
+        self.console.print(f"estimated training time: {_duration(seconds)} in all (from the timing of "
+                           f"{measured_steps} optimisation steps)")
 
     def on_train_begin(self, total_steps: int, trainable: int, total: int) -> None:
         self.progress.update(self.task, total=total_steps)
@@ -59,6 +76,58 @@ class RichCallback(Callback):
                                f"{100 * value:.2f}%")
 
 
+def _duration(seconds: float) -> str:
+    """``75.2`` -> ``1m 15s``; under a minute, whole seconds."""
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _short(source: str) -> str:
+    """A data source without its directories: ``data/train.csv (stratified 10% split)`` -> ``train.csv (...)``."""
+    path, _, rest = source.partition(" (")
+    return os.path.basename(path) + (f" ({rest}" if rest else "")
+
+
+def _label_rows(check: DataCheck) -> tuple[list[str], list[str]]:
+    """Labels to list (all, or the smallest and largest training classes) and the split columns."""
+    counts = check.train.label_counts
+    ordered = sorted(counts, key=lambda k: (counts[k], k))
+    shown = ordered if len(ordered) <= LABEL_ROWS else ordered[:LABEL_ROWS // 2] + ["..."] + ordered[-5:]
+    return shown, [s.name for s in check.splits]
+
+
+def data_check_renderables(check: DataCheck) -> list:
+    """The data summary printed before training and by ``lorafit inspect``: tables, lengths, warnings."""
+    splits = Table(title="data")
+    for column in ("split", "source", "rows", "classes", "empty dropped", "truncated", "also in training"):
+        splits.add_column(column, justify="left" if column in ("split", "source") else "right")
+    for s in check.splits:
+        splits.add_row(s.name, escape(_short(s.source)), str(s.rows), str(len(s.label_counts)), str(s.dropped_empty),
+                       "-" if s.truncated is None else str(s.truncated),
+                       "-" if s.name == "training" else str(s.overlap_with_train))
+    shown, columns = _label_rows(check)
+    labels = Table(title=f"rows per label ({len(check.train.label_counts)} classes"
+                         + (", smallest and largest training classes)" if "..." in shown else ")"))
+    labels.add_column("label")
+    for column in columns:
+        labels.add_column(column, justify="right")
+    for label in shown:
+        labels.add_row(escape(label), *("" if label == "..." else str(s.label_counts.get(label, 0)) for s in check.splits))
+    items: list = [splits, labels]
+    if check.length_percentiles:
+        p = check.length_percentiles
+        how = (f"auto: the {AUTO_QUANTILE:g}th percentile rounded up to a multiple of 8"
+               + (f", capped at the model's {check.model_limit}" if check.model_limit else "")) \
+            if check.max_length_auto else "as given"
+        items.append(f"token lengths of the training texts: median {p['p50']}, 90% {p['p90']}, 95% {p['p95']}, "
+                     f"99% {p['p99']}, max {p['p100']}; max_length {check.max_length} ({how}) truncates "
+                     f"{check.train.truncated} training row(s)")
+    items.append(f"duplicates in training: {check.duplicates} repeated row(s), {check.conflicting} text(s) with "
+                 f"conflicting labels; imbalance (largest / smallest class): {check.imbalance:.1f}x")
+    items += [f"[yellow]warning:[/yellow] {escape(w)}" for w in check.warnings]
+    return items
+
+
 def summary_table(clf) -> Table:
     """Best validation metric, where it came from, time and speed (or the last state, without validation)."""
     m = clf.metrics_
@@ -73,7 +142,8 @@ def summary_table(clf) -> Table:
                  f"epoch {m['best_epoch']:g}, step {m['best_step']}" + (" (probe)" if m["best_step"] == 0 else ""))
     else:
         cells = ("none (trained on every row)", f"last state, step {m['best_step']}")
-    table.add_row(*cells, f"{m['train_wall_seconds']:.1f} s", f"{m['train_samples_per_second']:.1f}",
+    estimate = f" (est. {_duration(m['estimated_train_seconds'])})" if m.get("estimated_train_seconds") else ""
+    table.add_row(*cells, f"{m['train_wall_seconds']:.1f} s{estimate}", f"{m['train_samples_per_second']:.1f}",
                   f"{m['peak_memory_mb']:.0f} MiB")
     return table
 
@@ -125,7 +195,8 @@ def info_table(manifest: dict, metrics: dict) -> Table:
     val = metrics.get("validation", {})
     rows = [("base model", f"{manifest['base_model']['name']} ({manifest['base_model'].get('hash', '?')})"),
             ("labels", f"{len(labels)}: " + ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")),
-            ("pooling / max_length", f"{manifest['pooling']} / {manifest['max_length']}"),
+            ("pooling / max_length", f"{manifest['pooling']} / {manifest['max_length']}"
+                                     + (" (auto)" if manifest.get("max_length_auto") else "")),
             ("LoRA", f"r={lora['r']} alpha={lora['lora_alpha']} dropout={lora['lora_dropout']} "
                      f"targets={lora['target_modules'] or 'all linear'}"),
             ("training", f"epochs={cfg['epochs']} batch={cfg['batch_size']} lr={cfg['learning_rate']} "

@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 TRIM_EVERY = 10
 """Optimisation steps between returns of freed heap memory to the OS (see :mod:`lorafit.memory`)."""
+ESTIMATE_STEPS = 8
+"""Steps timed for the training-time estimate (the median rate counts, so a step that pays for building
+kernels for a new batch shape does not skew it); the first step (one-off set-up costs) is not timed."""
+LOSS_POINTS = 200
+"""Points of the training-loss curve kept in ``metrics.json`` (the loss is averaged in windows)."""
 
 
 class Callback:
@@ -39,6 +44,8 @@ class Callback:
     def on_info(self, message: str) -> None: ...
     def on_step(self, step: int, loss: float) -> None: ...
     def on_evaluate(self, record: dict) -> None: ...
+    def on_estimate(self, seconds: float, measured_steps: int) -> None: ...
+    def on_data_check(self, check) -> None: ...
     def on_train_end(self, result: "TrainResult") -> None: ...
 
 
@@ -77,6 +84,10 @@ class TrainResult:
     """Model FLOPs utilisation of the optimisation steps: ``train_tflops / loop_seconds`` over the peak."""
     val_logits: np.ndarray | None = field(default=None, repr=False)
     """Validation logits (fp32) of the kept checkpoint, for calibration; not part of ``to_dict``."""
+    estimated_train_seconds: float | None = None
+    """``train_seconds`` as estimated after the first few optimisation steps (from their timing)."""
+    loss_curve: list[list[float]] = field(default_factory=list)
+    """``[step, mean training loss]`` pairs, about ``LOSS_POINTS`` of them over the whole run."""
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "val_logits"}
@@ -105,6 +116,44 @@ def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float)
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class _Clock:
+    """Times the first steps to estimate the training time, and averages the loss into a short curve.
+
+    The estimate of the whole training time is the time so far (loading, caching, probe, first steps)
+    plus the median seconds per FLOP of the timed steps (from the real token counts of their batches,
+    so short and long batches weigh right) times the FLOPs of the steps and evaluations still to come.
+    """
+
+    def __init__(self, total_steps: int, planned_flops: float, started: float, callback: Callback) -> None:
+        self.planned_flops, self.started, self.callback = planned_flops, started, callback
+        self.window = max(1, math.ceil(total_steps / LOSS_POINTS))
+        self.done = 0.0
+        self.rates: list[float] = []
+        self.estimate: float | None = None
+        self.curve: list[list[float]] = []
+        self._losses: list[float] = []
+
+    def step(self, step: int, seconds: float, flops: float, loss: float) -> None:
+        """Account for optimisation step number ``step`` (1-based)."""
+        self.done += flops
+        if 1 < step <= ESTIMATE_STEPS + 1 and flops > 0:
+            self.rates.append(seconds / flops)
+            if step == ESTIMATE_STEPS + 1:
+                remaining = max(0.0, self.planned_flops - self.done)
+                self.estimate = time.perf_counter() - self.started + float(np.median(self.rates)) * remaining
+                logger.info("estimated training time %.0f s (from %d timed steps)", self.estimate, len(self.rates))
+                self.callback.on_estimate(self.estimate, len(self.rates))
+        self._losses.append(loss)
+        if len(self._losses) == self.window:
+            self.flush(step)
+
+    def flush(self, step: int) -> None:
+        """Close the current window of the loss curve at ``step``."""
+        if self._losses:
+            self.curve.append([step, float(np.mean(self._losses))])
+            self._losses = []
 
 
 @dataclass
@@ -224,6 +273,7 @@ class Trainer:
         model, optimizer = self.accelerator.prepare(self.model, optimizer)
         self.callback.on_train_begin(total, result.trainable_parameters, result.total_parameters)
         best = _Best()
+        clock = _Clock(total, self._planned_flops(step_flops, result.epochs, total, val), wall, self.callback)
         if cfg.probe_init and val is not None:
             self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels)
         labels = torch.as_tensor(train_y, dtype=torch.long)
@@ -237,6 +287,7 @@ class Trainer:
                 result.loop_seconds += time.perf_counter() - started
                 result.train_tflops += float(step_flops[index].sum()) / 1e12
                 step, seen = step + 1, seen + len(index)
+                clock.step(step, time.perf_counter() - started, float(step_flops[index].sum()), losses[-1])
                 if step % TRIM_EVERY == 0:
                     release_free_memory()
                 self.callback.on_step(step, losses[-1])
@@ -252,6 +303,8 @@ class Trainer:
                 break
         result.train_seconds = time.perf_counter() - wall
         result.steps = step
+        clock.flush(step)
+        result.loss_curve, result.estimated_train_seconds = clock.curve, clock.estimate
         result.train_samples_per_second = seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
         # A second measurement after training: the machine's rate varies (other processes, frequency), and
         # the peak is the best it showed.
@@ -262,6 +315,17 @@ class Trainer:
         result.peak_memory_mb = peak_memory_mb()
         self.callback.on_train_end(result)
         return result
+
+    def _planned_flops(self, step_flops: np.ndarray, epochs: int, total_steps: int, val: Source | None) -> float:
+        """FLOPs of every planned optimisation step and validation pass (for the time estimate)."""
+        planned = float(step_flops.sum()) * epochs
+        if val is None:
+            return planned
+        every = self.config.eval_every
+        evaluations = epochs if every == "epoch" else total_steps // every + 1
+        hidden, intermediate, blocks = block_shape(self.model.encoder.config)
+        return planned + evaluations * float(forward_flops(val.lengths, hidden, intermediate,
+                                                           blocks - self.model.split).sum())
 
     def _row_flops(self, lengths: np.ndarray) -> np.ndarray:
         """Training FLOPs of each row per step: forward and backward through the blocks from the lowest
