@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import Counter
 from dataclasses import fields
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from lorafit import __version__, calibration, card, metrics
+from lorafit.checkpoint import Checkpoints, fingerprint
 from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, resolve_validation_fraction, to_dict
 from lorafit.data import Encoded, LabeledData, check_trainable, label_order, stratified_split, tokenize
 from lorafit.errors import ConfigError, DataError, RunDirError
@@ -21,6 +23,9 @@ from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, re
 from lorafit.training import Callback, Trainer
 
 logger = logging.getLogger(__name__)
+
+NOT_FINGERPRINTED = ("checkpoint_every", "trust_remote_code")
+"""Settings that may change between an interrupted run and its ``--resume``."""
 
 IMBALANCE_RATIO = 5
 """Training warns when the largest class has at least this many times the rows of the smallest."""
@@ -82,14 +87,20 @@ class Classifier:
         self.metrics_: dict = {}
         self.data_summary: dict = {}
         self._train_precision = "fp32"
+        self._checkpoint_plan: tuple[str | Path | None, bool] = (None, False)
+        self._checkpoint_dir: Path | None = None
 
     # ----------------------------------------------------------------------------------- training
     def fit(self, texts: list[str], labels: list[str] | list[int],
-            validation: tuple[list[str], list] | None = None, callback: Callback | None = None) -> "Classifier":
+            validation: tuple[list[str], list] | None = None, callback: Callback | None = None,
+            checkpoint_dir: str | Path | None = None, resume: bool = False) -> "Classifier":
         """Fine-tune on ``texts``/``labels``; ``validation`` is ``(texts, labels)`` or a stratified split.
 
-        Returns ``self``; the best checkpoint on validation (by ``metric``) is the one kept.
+        Returns ``self``; the best checkpoint on validation (by ``metric``) is the one kept. With
+        ``checkpoint_dir``, the training state is written there every ``checkpoint_every`` steps; ``resume``
+        continues from the newest intact one (same settings and data required); :meth:`save` removes them.
         """
+        self._checkpoint_plan = (checkpoint_dir, resume)
         texts = _check_texts(texts)
         labels = [str(x) for x in labels]
         if len(texts) != len(labels):
@@ -108,10 +119,15 @@ class Classifier:
         return self._fit(train_data, val_data, callback)
 
     def fit_files(self, train_path: str | Path, validation_path: str | Path | None = None,
-                  callback: Callback | None = None) -> "Classifier":
-        """Fine-tune on a labeled file (CSV/TSV/JSONL/Parquet), with an optional validation file."""
+                  callback: Callback | None = None, checkpoint_dir: str | Path | None = None,
+                  resume: bool = False) -> "Classifier":
+        """Fine-tune on a labeled file (CSV/TSV/JSONL/Parquet), with an optional validation file.
+
+        ``checkpoint_dir`` and ``resume`` as in :meth:`fit`.
+        """
         from lorafit.data import read_labeled
 
+        self._checkpoint_plan = (checkpoint_dir, resume)
         cfg = self.data_config
         train = read_labeled(train_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
         check_trainable(train)
@@ -154,7 +170,7 @@ class Classifier:
         self._note_imbalance(train, callback)
         if callback:
             callback.on_phase("load")
-        encoder, self.tokenizer = load_encoder(cfg.model)
+        encoder, self.tokenizer = load_encoder(cfg.model, cfg.trust_remote_code)
         limit = getattr(encoder.config, "max_position_embeddings", None)
         if isinstance(limit, int) and cfg.max_length > limit:
             raise ConfigError(f"max_length {cfg.max_length} is longer than {cfg.model!r} accepts ({limit} tokens); "
@@ -174,7 +190,8 @@ class Classifier:
         train_y = np.array([index[x] for x in train.labels])
         val_y = np.array([index[x] for x in val.labels]) if val is not None else None
         weights = self._class_weights(train_y) if cfg.class_weights == "auto" else None
-        trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback, class_weights=weights)
+        trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback, class_weights=weights,
+                          checkpoints=self._checkpoints(train, val, callback))
         self._train_precision = trainer.precision
         result = trainer.fit(train_enc, train_y, val_enc, val_y, len(self.classes_))
         self.model.eval()
@@ -189,6 +206,21 @@ class Classifier:
         self.data_summary = {"train": self._summary(train, train_enc),
                              "validation": self._summary(val, val_enc) if val is not None else None}
         return self
+
+    def _checkpoints(self, train: LabeledData, val: LabeledData | None, callback: Callback | None
+                     ) -> Checkpoints | None:
+        """The checkpoint plan of this fit (None without a checkpoint directory)."""
+        directory, resume = self._checkpoint_plan
+        self._checkpoint_plan = (None, False)
+        if directory is None:
+            return None
+        settings = {"train": {k: v for k, v in to_dict(self.train_config).items() if k not in NOT_FINGERPRINTED},
+                    "lora": to_dict(self.lora), "data": to_dict(self.data_config)}
+        expected = fingerprint(settings, train.texts, train.labels, val.texts if val is not None else None,
+                             val.labels if val is not None else None, self.base["hash"])
+        self._checkpoint_dir = Path(directory)
+        return Checkpoints(directory, self.train_config.checkpoint_every, expected, resume,
+                           inform=callback.on_info if callback else None)
 
     def _class_weights(self, label_ids: np.ndarray) -> np.ndarray:
         """Inverse-frequency weights, ``n / (classes * count)`` (scikit-learn's "balanced"); 0 for absent classes."""
@@ -389,7 +421,11 @@ class Classifier:
             write_json(tmp / METRICS, self.metrics_)
             (tmp / "README.md").write_text(card.model_card(manifest, self.metrics_), encoding="utf-8")
 
-        return write_atomically(path, fill, overwrite=overwrite)
+        written = write_atomically(path, fill, overwrite=overwrite)
+        if self._checkpoint_dir is not None:  # the run is complete: its checkpoints have served
+            shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
+            self._checkpoint_dir = None
+        return written
 
     @staticmethod
     def check_output(path: str | Path, overwrite: bool = False) -> None:
@@ -397,8 +433,10 @@ class Classifier:
         check_writable(path, overwrite)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Classifier":
+    def load(cls, path: str | Path, trust_remote_code: bool = False) -> "Classifier":
         """Load a run directory written by :meth:`save` (or ``lorafit train``).
+
+        Weights are read from safetensors only; ``trust_remote_code`` lets a base model with its own code load.
 
         Example:
             >>> clf = Classifier.load("runs/banking")  # doctest: +SKIP
@@ -410,7 +448,7 @@ class Classifier:
                   data=from_dict(DataConfig, manifest.get("data_config", {})))
         base = manifest["base_model"]
         where = base["path"] if Path(base.get("path", "")).is_dir() else base["name"]
-        encoder, _ = load_encoder(where)
+        encoder, _ = load_encoder(where, trust_remote_code)
         found = weights_hash(encoder)
         if base.get("hash") and found != base["hash"]:
             raise RunDirError(f"{path} was trained on base model {base['name']!r} with weights hash {base['hash']}, "

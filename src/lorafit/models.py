@@ -53,15 +53,24 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_encoder(name: str):
-    """Load the base encoder (``AutoModel``) and its tokenizer; clear errors when they are unreachable."""
+def load_encoder(name: str, trust_remote_code: bool = False):
+    """Load the base encoder (``AutoModel``) and its tokenizer; clear errors when they are unreachable.
+
+    Weights come only from safetensors files (never a pickle), and code shipped with the model runs only
+    with ``trust_remote_code``.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     where = resolve_model(name)
+    _require_safetensors(where, name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        encoder = AutoModel.from_pretrained(where, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        encoder = AutoModel.from_pretrained(where, dtype=torch.float32, use_safetensors=True,
+                                            trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
+        if not trust_remote_code and "trust_remote_code" in str(exc):
+            raise ModelError(f"model {name!r} needs its own Python code to load, which lorafit does not run "
+                             "unless told to; if you trust its author, pass --trust-remote-code") from None
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         hint = "the Hub is disabled here (HF_HUB_OFFLINE=1)" if offline else "it could not be fetched"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -71,6 +80,18 @@ def load_encoder(name: str):
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {name!r} has no fast tokenizer (tokenizer.json); lorafit needs one")
     return encoder, tokenizer
+
+
+def _require_safetensors(where: str, name: str) -> None:
+    """A local model directory must hold its weights as safetensors: pickled weights are never loaded."""
+    path = Path(where)
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickled:
+        raise ModelError(f"{name} holds its weights only as {', '.join(pickled)} (Python pickle, which can run "
+                         "code when loaded); lorafit loads safetensors only: convert it once, e.g. "
+                         "AutoModel.from_pretrained(dir).save_pretrained(dir) in a trusted environment")
 
 
 def weights_hash(module: nn.Module) -> str:
