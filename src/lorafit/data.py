@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,11 +76,37 @@ def _check_header(path: Path, text: str, sep: str) -> None:
         header = next(csv.reader(io.StringIO(text[:1 << 20]), delimiter=sep), [])
     except csv.Error:
         return  # pandas reports malformed input itself
+    _refuse_duplicates(path, header)
+
+
+def _refuse_duplicates(path: Path, names: list[str]) -> None:
     seen: set[str] = set()
-    duplicates = [name for name in header if name in seen or seen.add(name)]
+    duplicates = [name for name in names if name in seen or seen.add(name)]
     if duplicates:
-        raise DataError(f"{path} has duplicate column name(s) {', '.join(map(repr, sorted(set(duplicates))))} in "
-                        "its header; rename them so each column has its own name")
+        raise DataError(f"{path} has duplicate column name(s) {', '.join(map(repr, sorted(set(duplicates))))}; "
+                        "rename them so each column has its own name")
+
+
+def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+    """CSV/TSV text as strings; a row with more fields than the header is a DataError naming its record."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)  # pandas would drop the extra fields
+        try:
+            return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, engine="c",
+                               index_col=False)
+        except pd.errors.ParserWarning:
+            raise DataError(f"{path}: {_first_long_record(text, sep)} has more fields than the header; quote "
+                            "texts that contain the separator") from None
+
+
+def _first_long_record(text: str, sep: str) -> str:
+    """"record N" for the first CSV record wider than the header (for the error message)."""
+    try:
+        rows = csv.reader(io.StringIO(text), delimiter=sep)
+        width = len(next(rows))
+        return f"record {next(i for i, row in enumerate(rows, 2) if len(row) > width)}"
+    except (csv.Error, StopIteration):
+        return "a record"
 
 
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
@@ -127,19 +154,19 @@ def read_table(path: str | Path) -> pd.DataFrame:
             sep = "," if fmt == "csv" else "\t"
             text = decode(path, path.read_bytes())
             _check_header(path, text, sep)
-            frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, engine="c")
+            frame = _read_delimited(path, text, sep)
         elif fmt == "jsonl":
             frame = _read_jsonl(path, decode(path, path.read_bytes()))
         else:
+            import pyarrow.parquet as pq
+
+            _refuse_duplicates(path, pq.read_schema(path).names)
             frame = pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         if isinstance(exc, DataError):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"could not read {path} as {fmt.upper()}: {first}") from None
-    if frame.columns.duplicated().any():
-        names = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-        raise DataError(f"{path} has duplicate column name(s) {', '.join(map(repr, names))}; rename them")
     if frame.empty:
         raise DataError(f"{path} has no data rows (columns: {', '.join(map(str, frame.columns)) or 'none'})")
     return frame
