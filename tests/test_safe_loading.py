@@ -99,6 +99,13 @@ def test_damaged_adapter_config_names_the_file(run_copy: Path) -> None:
         Classifier.load(run_copy)
 
 
+def test_damaged_tokenizer_names_the_files(run_copy: Path) -> None:
+    path = run_copy / "tokenizer.json"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(RunDirError, match=r"tokenizer files in .*tokenizer.json.*cannot be read"):
+        Classifier.load(run_copy)
+
+
 # -------------------------------------------------------------------------------------- base models
 def test_a_base_model_with_only_pickled_weights_is_refused_unread(tiny_model_dir: Path, tmp_path: Path) -> None:
     model = Path(shutil.copytree(tiny_model_dir, tmp_path / "pickled"))

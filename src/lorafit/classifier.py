@@ -454,7 +454,12 @@ class Classifier:
             raise RunDirError(f"{path} was trained on base model {base['name']!r} with weights hash {base['hash']}, "
                               f"but {where} has hash {found}; load it with the same base model")
         clf.classes_ = list(manifest["labels"])
-        clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        try:
+            clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except Exception as exc:  # tokenizers' own exception types vary: name the files whatever they are
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunDirError(f"the tokenizer files in {path} (tokenizer.json, tokenizer_config.json) cannot be "
+                              f"read ({first}); the run directory is damaged") from None
         clf.model = load_classifier(encoder, path, clf.classes_, manifest["pooling"], clf.lora)
         clf.base, clf.temperature = base, float(manifest.get("calibration", {}).get("temperature", 1.0))
         abstain = manifest.get("abstain") or {}

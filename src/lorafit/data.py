@@ -116,7 +116,7 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
         if not line.strip():
             continue
         try:
-            value = json.loads(line, object_pairs_hook=_unique_keys)
+            value = _DECODER.decode(line)
         except ValueError as exc:
             message = getattr(exc, "msg", str(exc))
             where = f" at column {exc.colno}" if hasattr(exc, "colno") else ""
@@ -135,6 +135,29 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
         keys = [k for k, _ in pairs]
         raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
     return value
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file; a damaged one is a DataError whatever pyarrow or pandas raise about it (the fuzz run
+    in bench/fuzz_readers.py met ArrowException, invalid UTF-8 in string columns and KeyError from corrupted
+    pandas metadata)."""
+    import pyarrow.parquet as pq
+
+    try:
+        _refuse_duplicates(path, pq.read_schema(path).names)
+        table = pq.read_table(path)
+        table.validate(full=True)  # invalid UTF-8 in a string column would otherwise surface later
+        return table.to_pandas()
+    except DataError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not read {path} as PARQUET ({type(exc).__name__}: {first}); the file is damaged "
+                        "or not Parquet") from None
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+"""One decoder for every line (``json.loads`` with a hook builds a new one per call)."""
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -158,10 +181,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         elif fmt == "jsonl":
             frame = _read_jsonl(path, decode(path, path.read_bytes()))
         else:
-            import pyarrow.parquet as pq
-
-            _refuse_duplicates(path, pq.read_schema(path).names)
-            frame = pd.read_parquet(path)
+            frame = _read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         if isinstance(exc, DataError):
             raise

@@ -285,7 +285,8 @@ class Trainer:
                     loop.losses = []
                 if stop:
                     break
-                if self.checkpoints is not None and self.checkpoints.due(step, last):
+                if self.checkpoints is not None and self.checkpoints.due(step, last) and \
+                        self.accelerator.is_main_process:
                     self._checkpoint(epoch, position + 1, epoch_rng, optimizer, scheduler, best, result, loop,
                                      time.perf_counter() - wall)
             if stop:
