@@ -202,7 +202,7 @@ class Checkpoints:
         self.fingerprint = fingerprint
         """The settings and the data a checkpoint was written for; resuming requires the same."""
         self.resume = resume
-        self.inform = inform or (lambda message: None)
+        self.inform = inform
         self.saved: int | None = None
         """Step of the newest checkpoint written or resumed from in this process."""
 
@@ -213,8 +213,12 @@ class Checkpoints:
         return bool(self.every) and step % int(self.every) == 0
 
     def _say(self, message: str, warn: bool = False) -> None:
-        (logger.warning if warn else logger.info)(message)
-        self.inform(message)
+        """Tell the user (the CLI's console) or, without a listener, the log (a warning when ``warn``)."""
+        if self.inform is not None:
+            self.inform(message)
+            logger.info(message)
+        else:
+            (logger.warning if warn else logger.info)(message)
 
     def save(self, state: TrainingState) -> Path:
         """Write ``state`` atomically (temporary directory, fsync, rename), then drop all but the last two.
