@@ -203,14 +203,14 @@ def test_non_utf8_bytes_are_a_data_error(tmp_path: Path, suffix: str) -> None:
 def test_non_utf8_csv_message_tells_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "latin1.csv"
     path.write_bytes("text,label\ncaf\xe9,food\n".encode("latin-1"))
-    with pytest.raises(DataError, match="not valid UTF-8.*offset 14.*iconv"):
+    with pytest.raises(DataError, match="not valid UTF-8.*line 2 .*offset 14.*iconv"):
         read_labeled(path)
 
 
 def test_malformed_jsonl_is_a_data_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "pizza", "label": "a"}\n{"text": oops\n')
-    with pytest.raises(DataError, match="could not read"):
+    with pytest.raises(DataError, match="bad.jsonl line 2 is not valid JSON .*column 10"):
         read_labeled(path)
 
 

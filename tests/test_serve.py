@@ -107,7 +107,9 @@ def test_page_and_docs(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "<script" in page.text and "http://" not in page.text and "https://" not in page.text  # no external assets
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text and client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     schema = client.get("/openapi.json").json()
     assert {"/v1/classify", "/v1/models", "/health"} <= set(schema["paths"])
 

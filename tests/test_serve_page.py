@@ -128,3 +128,17 @@ def test_serve_errors_are_one_line(started: list[tuple], run_dir: Path, capsys: 
     with pytest.raises(SystemExit) as exit_info:
         main([a.format(run=run_dir) for a in args])
     assert exit_info.value.code == 1 and words in capsys.readouterr().err and not started
+
+
+def test_api_docs_render_offline(browser_page: BrowserPage, live_url: str) -> None:
+    """/docs is Swagger UI from the swagger-ui-bundle package (no CDN): it renders the routes on a closed network."""
+    page = browser_page.page
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.set_extra_http_headers({"Authorization": "Bearer k"})
+    page.goto(live_url + "docs")
+    page.wait_for_selector(".opblock-summary-path")
+    paths = page.eval_on_selector_all(".opblock-summary-path", "ps => ps.map(p => p.textContent.trim())")
+    assert {"/v1/classify", "/v1/models", "/health"} <= set(paths)
+    assert all(url.startswith(live_url) for url in requested), requested
+    assert browser_page.errors == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import Counter
 from dataclasses import fields, replace
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from lorafit import __version__, calibration, card, metrics
+from lorafit.checkpoint import Checkpoints, fingerprint
 from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, resolve_validation_fraction, to_dict
 from lorafit.data import Encoded, LabeledData, check_trainable, label_order, stratified_split, tokenize
 from lorafit.datacheck import DataCheck, check_data
@@ -24,6 +26,8 @@ from lorafit.training import Callback, Trainer
 
 logger = logging.getLogger(__name__)
 
+NOT_FINGERPRINTED = ("checkpoint_every", "trust_remote_code")
+"""Settings that may change between an interrupted run and its ``--resume``."""
 
 
 def _check_texts(texts: object, name: str = "texts") -> list[str]:
@@ -88,16 +92,22 @@ class Classifier:
         self._max_length_setting = self.train_config.max_length
         self._stored_data_check: dict | None = None
         self._train_precision = "fp32"
+        self._checkpoint_plan: tuple[str | Path | None, bool] = (None, False)
+        self._checkpoint_dir: Path | None = None
 
     # ----------------------------------------------------------------------------------- training
     def fit(self, texts: list[str], labels: list[str] | list[int],
             validation: tuple[list[str], list] | None = None, callback: Callback | None = None,
-            test: tuple[list[str], list] | None = None) -> "Classifier":
+            test: tuple[list[str], list] | None = None, checkpoint_dir: str | Path | None = None,
+            resume: bool = False) -> "Classifier":
         """Fine-tune on ``texts``/``labels``; ``validation`` is ``(texts, labels)`` or a stratified split.
 
         ``test`` (``(texts, labels)``) is only checked for leakage (texts also in the training data).
-        Returns ``self``; the best checkpoint on validation (by ``metric``) is the one kept.
+        Returns ``self``; the best checkpoint on validation (by ``metric``) is the one kept. With
+        ``checkpoint_dir``, the training state is written there every ``checkpoint_every`` steps; ``resume``
+        continues from the newest intact one (same settings and data required); :meth:`save` removes them.
         """
+        self._checkpoint_plan = (checkpoint_dir, resume)
         texts = _check_texts(texts)
         labels = [str(x) for x in labels]
         if len(texts) != len(labels):
@@ -118,11 +128,14 @@ class Classifier:
         return self._fit(train_data, val_data, test_data, callback)
 
     def fit_files(self, train_path: str | Path, validation_path: str | Path | None = None,
-                  callback: Callback | None = None, test_path: str | Path | None = None) -> "Classifier":
+                  callback: Callback | None = None, test_path: str | Path | None = None,
+                  checkpoint_dir: str | Path | None = None, resume: bool = False) -> "Classifier":
         """Fine-tune on a labeled file (CSV/TSV/JSONL/Parquet), with an optional validation file.
 
-        ``test_path`` (a labeled file) is read only to check it for leakage from the training data.
+        ``test_path`` (a labeled file) is read only to check it for leakage from the training data;
+        ``checkpoint_dir`` and ``resume`` as in :meth:`fit`.
         """
+        self._checkpoint_plan = (checkpoint_dir, resume)
         return self._fit(*self._read_files(train_path, validation_path, test_path, callback), callback=callback)
 
     def inspect_files(self, train_path: str | Path, validation_path: str | Path | None = None,
@@ -136,7 +149,7 @@ class Classifier:
             >>> Classifier().inspect_files("train.csv", test_path="test.csv").warnings  # doctest: +SKIP
         """
         train, val, test = self._read_files(train_path, validation_path, test_path, None)
-        encoder, self.tokenizer = load_encoder(self.train_config.model)
+        encoder, self.tokenizer = load_encoder(self.train_config.model, self.train_config.trust_remote_code)
         self._check_data(train, val, test, encoder.config, None)
         return self.data_check
 
@@ -174,6 +187,7 @@ class Classifier:
 
     def _fit(self, train: LabeledData, val: LabeledData | None, test: LabeledData | None,
              callback: Callback | None) -> "Classifier":
+        cfg = self.train_config
         self.classes_ = label_order(train.labels)
         index = {label: i for i, label in enumerate(self.classes_)}
         unseen = sorted(set(val.labels) - set(index)) if val is not None else []
@@ -186,7 +200,7 @@ class Classifier:
                               "--validation-fraction 0.1, or a fixed --threshold")
         if callback:
             callback.on_phase("load")
-        encoder, self.tokenizer = load_encoder(self.train_config.model)
+        encoder, self.tokenizer = load_encoder(self.train_config.model, self.train_config.trust_remote_code)
         cfg = self._check_data(train, val, test, encoder.config, callback)
         self.base = {"name": cfg.model, "path": resolve_model(cfg.model), "hash": weights_hash(encoder)}
         torch.manual_seed(cfg.seed)  # LoRA's A matrices and the head are initialised from torch's RNG
@@ -199,7 +213,8 @@ class Classifier:
         train_y = np.array([index[x] for x in train.labels])
         val_y = np.array([index[x] for x in val.labels]) if val is not None else None
         weights = self._class_weights(train_y) if cfg.class_weights == "auto" else None
-        trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback, class_weights=weights)
+        trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback, class_weights=weights,
+                          checkpoints=self._checkpoints(train, val, callback))
         self._train_precision = trainer.precision
         result = trainer.fit(train_enc, train_y, val_enc, val_y, len(self.classes_))
         self.model.eval()
@@ -217,6 +232,21 @@ class Classifier:
         self.validation_predictions = None if result.val_logits is None else Predictions.from_logits(
             val.texts, val.labels, result.val_logits, self.classes_, self.temperature)
         return self
+
+    def _checkpoints(self, train: LabeledData, val: LabeledData | None, callback: Callback | None
+                     ) -> Checkpoints | None:
+        """The checkpoint plan of this fit (None without a checkpoint directory)."""
+        directory, resume = self._checkpoint_plan
+        self._checkpoint_plan = (None, False)
+        if directory is None:
+            return None
+        settings = {"train": {k: v for k, v in to_dict(self.train_config).items() if k not in NOT_FINGERPRINTED},
+                    "lora": to_dict(self.lora), "data": to_dict(self.data_config)}
+        expected = fingerprint(settings, train.texts, train.labels, val.texts if val is not None else None,
+                             val.labels if val is not None else None, self.base["hash"])
+        self._checkpoint_dir = Path(directory)
+        return Checkpoints(directory, self.train_config.checkpoint_every, expected, resume,
+                           inform=callback.on_info if callback else None)
 
     def _class_weights(self, label_ids: np.ndarray) -> np.ndarray:
         """Inverse-frequency weights, ``n / (classes * count)`` (scikit-learn's "balanced"); 0 for absent classes."""
@@ -429,7 +459,11 @@ class Classifier:
                 logger.warning("the run report could not be drawn (%s: %s); the model is saved, and "
                                "`lorafit report %s` draws the report again", type(exc).__name__, exc, path)
 
-        return write_atomically(path, fill, overwrite=overwrite)
+        written = write_atomically(path, fill, overwrite=overwrite)
+        if self._checkpoint_dir is not None:  # the run is complete: its checkpoints have served
+            shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
+            self._checkpoint_dir = None
+        return written
 
     @staticmethod
     def check_output(path: str | Path, overwrite: bool = False) -> None:
@@ -437,15 +471,18 @@ class Classifier:
         check_writable(path, overwrite)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Classifier":
+    def load(cls, path: str | Path, trust_remote_code: bool = False) -> "Classifier":
         """Load a run directory written by :meth:`save` (or ``lorafit train``).
+
+        Weights are read from safetensors only; ``trust_remote_code`` lets a base model with its own code load.
 
         Example:
             >>> clf = Classifier.load("runs/banking")  # doctest: +SKIP
         """
         manifest = read_manifest(path)
         clf = cls.from_manifest(path, manifest)
-        clf.model = load_classifier(load_base(path, clf.base), path, clf.classes_, manifest["pooling"], clf.lora)
+        clf.model = load_classifier(load_base(path, clf.base, trust_remote_code), path, clf.classes_,
+                                    manifest["pooling"], clf.lora)
         return clf
 
     @classmethod
@@ -459,7 +496,12 @@ class Classifier:
         clf = cls(train=from_dict(TrainConfig, manifest["train_config"]), lora=from_dict(LoraSettings, manifest["lora"]),
                   data=from_dict(DataConfig, manifest.get("data_config", {})))
         clf.classes_ = list(manifest["labels"])
-        clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        try:
+            clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except Exception as exc:  # tokenizers' own exception types vary: name the files whatever they are
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunDirError(f"the tokenizer files in {path} (tokenizer.json, tokenizer_config.json) cannot be "
+                              f"read ({first}); the run directory is damaged") from None
         clf.base = manifest["base_model"]
         clf.temperature = float(manifest.get("calibration", {}).get("temperature", 1.0))
         abstain = manifest.get("abstain") or {}
@@ -487,9 +529,9 @@ def check_base_hash(path: str | Path, base: dict, where: str, found: str) -> Non
                           f"but {where} has hash {found}; load it with the same base model")
 
 
-def load_base(path: str | Path, base: dict) -> torch.nn.Module:
+def load_base(path: str | Path, base: dict, trust_remote_code: bool = False) -> torch.nn.Module:
     """The base encoder of the run at ``path``, checked against the weights hash it was trained with."""
     where = base_location(base)
-    encoder, _ = load_encoder(where)
+    encoder, _ = load_encoder(where, trust_remote_code)
     check_base_hash(path, base, where, weights_hash(encoder))
     return encoder

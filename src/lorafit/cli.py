@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 logger = logging.getLogger("lorafit")
+INTERRUPTED = ("interrupted; no run directory was written (`lorafit train` continues from its last checkpoint "
+               "when run again with --resume)")
 
 
 def _default(cls: type, name: str):
@@ -87,11 +89,15 @@ def train(
     target_precision: Annotated[float, typer.Option(help="With --abstain: accuracy wanted on the validation rows that get an answer.")] = _default(TrainConfig, "target_precision"),
     threshold: Annotated[Optional[float], typer.Option(help="A fixed abstention threshold on the top probability (implies --abstain).")] = None,
     unknown_label: Annotated[str, typer.Option(help="Label returned when the classifier abstains.")] = _default(TrainConfig, "unknown_label"),
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory (and delete checkpoints of an interrupted run).")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint in OUT.partial (same command otherwise).")] = False,
+    checkpoint_every: Annotated[str, typer.Option(help="Write a checkpoint to OUT.partial every N steps, or 'epoch'; 0: none.")] = str(_default(TrainConfig, "checkpoint_every")),
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
 ) -> None:
     """Fine-tune a LoRA classifier on TRAIN and write a run directory."""
     from lorafit import Classifier
+    from lorafit.checkpoint import check_fresh_start, checkpoint_dir
     from lorafit.progress import RichCallback, summary_table
 
     clf = Classifier(
@@ -100,7 +106,8 @@ def train(
                     max_length=max_length, seed=seed, eval_every=eval_every, patience=patience, metric=metric,
                     precision=precision, length_bucketing=length_bucketing, cache_frozen=cache_frozen,
                     class_weights=class_weights, calibrate=calibrate, abstain=abstain,
-                    target_precision=target_precision, threshold=threshold, unknown_label=unknown_label),
+                    target_precision=target_precision, threshold=threshold, unknown_label=unknown_label,
+                    checkpoint_every=checkpoint_every, trust_remote_code=trust_remote_code),
         LoraSettings(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias=bias,
                      target_modules=_names(target_modules),
                      layers_to_transform=layers_to_transform,
@@ -108,8 +115,10 @@ def train(
         DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
                    empty_texts=empty_texts))
     Classifier.check_output(out_dir, overwrite)
+    checkpoints = check_fresh_start(checkpoint_dir(out_dir), resume, overwrite)
     with RichCallback(err, enabled=progress, metric=metric) as callback:
-        clf.fit_files(train_file, validation, callback=callback, test_path=test)
+        clf.fit_files(train_file, validation, callback=callback, test_path=test, checkpoint_dir=checkpoints,
+                      resume=resume)
     clf.save(out_dir, overwrite=overwrite)
     out.print(summary_table(clf))
     out.print(f"run directory: [bold]{out_dir}[/bold] (report: {out_dir / 'report.html'})")
@@ -127,13 +136,14 @@ def evaluate(
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstention threshold (default: the run's own, if any); 0: never abstain.")] = None,
     oos_label: Annotated[Optional[str], typer.Option(help="Label marking out-of-scope rows in DATA: report in-scope accuracy and out-of-scope recall.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the run report (plots, confusions, mistakes) for DATA to this .html file.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
 ) -> None:
     """Accuracy, macro-F1, per-class metrics, the confusion matrix and calibration of RUN_DIR on DATA."""
     from lorafit import Classifier
     from lorafit.data import read_labeled
     from lorafit.progress import evaluation_tables
 
-    clf = Classifier.load(run_dir)
+    clf = Classifier.load(run_dir, trust_remote_code=trust_remote_code)
     labeled = read_labeled(data, text_column or clf.data_config.text_column,
                            label_column or clf.data_config.label_column, empty_texts="drop")
     probabilities = clf.predict_proba(labeled.texts)
@@ -175,6 +185,7 @@ def predict(
     text_column: Annotated[Optional[str], typer.Option(help="Text column of --input (default: the one used in training).")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K most probable labels in `probabilities` (default: all).")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstain (label: the run's unknown label) below this top probability; default: the run's own threshold, if any; 0: never.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
 ) -> None:
     """Label, score and the full probability distribution for each text, in input order."""
     from lorafit import Classifier
@@ -185,7 +196,7 @@ def predict(
         raise ConfigError("nothing to classify: give texts as arguments or --input FILE")
     if texts and input_file is not None:
         raise ConfigError("give texts as arguments or --input FILE, not both")
-    clf = Classifier.load(run_dir)
+    clf = Classifier.load(run_dir, trust_remote_code=trust_remote_code)
     items = texts or read_texts(input_file, text_column or clf.data_config.text_column)
     records = prediction_records(clf, items, top_k, threshold)
     if output_file is None:
@@ -306,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, *aborts):
         if debug:
             raise
-        err.print("interrupted; nothing was written")
+        err.print(INTERRUPTED)
         sys.exit(130)
     except (LorafitError, OSError) as exc:
         if debug:
@@ -320,5 +331,5 @@ def main(argv: list[str] | None = None) -> None:
                   highlight=False, soft_wrap=True)
         sys.exit(1)
     if code == 130:  # typer turns Ctrl-C into Exit(130) and, not standalone, returns it instead of raising
-        err.print("interrupted; nothing was written")
+        err.print(INTERRUPTED)
         sys.exit(130)

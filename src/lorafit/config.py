@@ -145,6 +145,13 @@ class TrainConfig:
     """A fixed abstention threshold on the top probability (implies ``abstain``); None: chosen on validation."""
     unknown_label: str = "unknown"
     """The label returned when the classifier abstains."""
+    checkpoint_every: int | str = 200
+    """When training has a checkpoint directory (``lorafit train`` always has: ``RUN_DIR.partial``), write
+    the training state every N optimisation steps, or at the end of each ``epoch``; 0: never. It is what
+    ``--resume`` continues from after a crash."""
+    trust_remote_code: bool = False
+    """Let transformers run Python code shipped with the base model (custom architectures); off by default
+    because that code runs with your rights."""
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must not be empty; use 'minilm', a model directory or a hub id")
@@ -171,6 +178,7 @@ class TrainConfig:
         _check(bool(str(self.unknown_label).strip()), "unknown_label must not be empty; e.g. --unknown-label unknown")
         if self.threshold is not None:
             self.abstain = True
+        self.checkpoint_every = parse_eval_every(self.checkpoint_every, "checkpoint_every", minimum=0)
 
 
 @dataclass
@@ -233,15 +241,15 @@ def resolve_validation_fraction(value: float | str, smallest_class: int) -> floa
     return AUTO_VALIDATION_FRACTION if smallest_class >= AUTO_VALIDATION_MIN_ROWS else 0.0
 
 
-def parse_eval_every(value: int | str) -> int | str:
-    """Return ``'epoch'`` or a positive step count from a flag value such as ``'epoch'`` or ``'200'``."""
+def parse_eval_every(value: int | str, name: str = "eval_every", minimum: int = 1) -> int | str:
+    """Return ``'epoch'`` or a step count >= ``minimum`` from a flag value such as ``'epoch'`` or ``'200'``."""
     if isinstance(value, str) and value.strip().lower() == "epoch":
         return "epoch"
     try:
         steps = int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"eval_every must be 'epoch' or a number of steps, got {value!r}") from None
-    _check(steps >= 1, f"eval_every must be 'epoch' or a number of steps >= 1, got {value!r}")
+        raise ConfigError(f"{name} must be 'epoch' or a number of steps, got {value!r}") from None
+    _check(steps >= minimum, f"{name} must be 'epoch' or a number of steps >= {minimum}, got {value!r}")
     return steps
 
 

@@ -5,8 +5,12 @@ strings ``NA`` or ``null`` are texts, not missing values.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +35,137 @@ def file_format(path: str | Path) -> str:
     return FORMATS[suffix]
 
 
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xef\xbb\xbf", "utf-8"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+"""Byte-order marks and the encodings they announce (UTF-32 first: its LE mark starts like UTF-16's)."""
+_LINE_BREAK = re.compile("\r\n?|\n")
+
+
+def decode(path: Path, raw: bytes) -> str:
+    """The text of a CSV/TSV/JSONL file: UTF-8, or UTF-8/16/32 announced by a byte-order mark (which is dropped).
+
+    Anything else (latin-1, cp1252, UTF-16 without a mark) is a DataError naming the line and the fix.
+    NUL characters are removed, counted and reported in a warning.
+    """
+    encoding, start = "utf-8", 0
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            encoding, start = name, len(bom)
+            break
+    try:
+        text = raw[start:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, start + exc.start) + 1
+        if start == 0 and raw[:4000].count(b"\x00") > len(raw[:4000]) // 4:
+            hint = "it looks like UTF-16 without a byte-order mark; re-save it as UTF-8"
+        else:
+            hint = "re-save it as UTF-8, e.g. iconv -f cp1252 -t utf-8 (or -f latin1)"
+        raise DataError(f"{path} is not valid {encoding.upper()}: byte {exc.object[exc.start:exc.start + 1]!r} on "
+                        f"line {line} (offset {start + exc.start}); {hint}") from None
+    nuls = text.count("\x00")
+    if nuls:
+        lines = text.count("\n", 0, text.index("\x00")) + 1
+        logger.warning("removed %d NUL character(s) from %s (the first on line %d)", nuls, path.name, lines)
+        text = text.replace("\x00", "")
+    return text
+
+
+def _check_header(path: Path, text: str, sep: str) -> None:
+    """Refuse an empty or duplicated column name in a CSV/TSV header (pandas would rename it silently)."""
+    try:
+        header = next(csv.reader(io.StringIO(text[:1 << 20]), delimiter=sep), [])
+    except csv.Error:
+        return  # pandas reports malformed input itself
+    _refuse_duplicates(path, header)
+
+
+def _refuse_duplicates(path: Path, names: list[str]) -> None:
+    seen: set[str] = set()
+    duplicates = [name for name in names if name in seen or seen.add(name)]
+    if duplicates:
+        raise DataError(f"{path} has duplicate column name(s) {', '.join(map(repr, sorted(set(duplicates))))}; "
+                        "rename them so each column has its own name")
+
+
+def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+    """CSV/TSV text as strings; a row with more fields than the header is a DataError naming its record."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)  # pandas would drop the extra fields
+        try:
+            return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, engine="c",
+                               index_col=False)
+        except pd.errors.ParserWarning:
+            raise DataError(f"{path}: {_first_long_record(text, sep)} has more fields than the header; quote "
+                            "texts that contain the separator") from None
+
+
+def _first_long_record(text: str, sep: str) -> str:
+    """"record N" for the first CSV record wider than the header (for the error message)."""
+    try:
+        rows = csv.reader(io.StringIO(text), delimiter=sep)
+        width = len(next(rows))
+        return f"record {next(i for i, row in enumerate(rows, 2) if len(row) > width)}"
+    except (csv.Error, StopIteration):
+        return "a record"
+
+
+def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    """One JSON object per line; blank lines are skipped; a bad line is a DataError with its number."""
+    records = []
+    for number, line in enumerate(_LINE_BREAK.split(text), 1):
+        if not line.strip():
+            continue
+        try:
+            value = _DECODER.decode(line)
+        except ValueError as exc:
+            message = getattr(exc, "msg", str(exc))
+            where = f" at column {exc.colno}" if hasattr(exc, "colno") else ""
+            raise DataError(f"{path} line {number} is not valid JSON ({message}{where}); each line must hold "
+                            "one JSON object") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{path} line {number} holds a JSON {type(value).__name__}, not an object; each line "
+                            'must be an object such as {"text": "...", "label": "..."}')
+        records.append(value)
+    return pd.DataFrame.from_records(records)
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        keys = [k for k, _ in pairs]
+        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return value
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file; a damaged one is a DataError whatever pyarrow or pandas raise about it (the fuzz run
+    in bench/fuzz_readers.py met ArrowException, invalid UTF-8 in string columns and KeyError from corrupted
+    pandas metadata)."""
+    import pyarrow.parquet as pq
+
+    try:
+        _refuse_duplicates(path, pq.read_schema(path).names)
+        table = pq.read_table(path)
+        table.validate(full=True)  # invalid UTF-8 in a string column would otherwise surface later
+        return table.to_pandas()
+    except DataError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not read {path} as PARQUET ({type(exc).__name__}: {first}); the file is damaged "
+                        "or not Parquet") from None
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+"""One decoder for every line (``json.loads`` with a hook builds a new one per call)."""
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV/TSV/JSONL/Parquet file into a DataFrame of strings (missing cells become '')."""
+    """Read a CSV/TSV/JSONL/Parquet file into a DataFrame of strings (missing cells become '').
+
+    CSV/TSV/JSONL text is decoded by :func:`decode`; line endings may be ``\\n``, ``\\r\\n`` or ``\\r``,
+    mixed. Duplicate column names, unterminated quotes and ragged rows are DataErrors.
+    """
     path = Path(path)
     fmt = file_format(path)
     if not path.is_file():
@@ -41,16 +174,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path} is empty; it needs a header and at least one row")
     try:
         if fmt in ("csv", "tsv"):
-            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
-                                encoding="utf-8-sig")
+            sep = "," if fmt == "csv" else "\t"
+            text = decode(path, path.read_bytes())
+            _check_header(path, text, sep)
+            frame = _read_delimited(path, text, sep)
         elif fmt == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            frame = _read_jsonl(path, decode(path, path.read_bytes()))
         else:
-            frame = pd.read_parquet(path)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
-                        f"{exc.start}); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+            frame = _read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
+        if isinstance(exc, DataError):
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"could not read {path} as {fmt.upper()}: {first}") from None
     if frame.empty:

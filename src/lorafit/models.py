@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from lorafit.config import LoraSettings
-from lorafit.errors import ConfigError, ModelError
+from lorafit.errors import ConfigError, ModelError, RunDirError
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +54,24 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_encoder(name: str):
-    """Load the base encoder (``AutoModel``) and its tokenizer; clear errors when they are unreachable."""
+def load_encoder(name: str, trust_remote_code: bool = False):
+    """Load the base encoder (``AutoModel``) and its tokenizer; clear errors when they are unreachable.
+
+    Weights come only from safetensors files (never a pickle), and code shipped with the model runs only
+    with ``trust_remote_code``.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     where = resolve_model(name)
+    _require_safetensors(where, name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        encoder = AutoModel.from_pretrained(where, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        encoder = AutoModel.from_pretrained(where, dtype=torch.float32, use_safetensors=True,
+                                            trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
+        if not trust_remote_code and ("trust_remote_code" in str(exc) or _ships_code(where)):
+            raise ModelError(f"model {name!r} needs its own Python code to load, which lorafit does not run "
+                             "unless told to; if you trust its author, pass --trust-remote-code") from None
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         hint = "the Hub is disabled here (HF_HUB_OFFLINE=1)" if offline else "it could not be fetched"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -71,6 +81,27 @@ def load_encoder(name: str):
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {name!r} has no fast tokenizer (tokenizer.json); lorafit needs one")
     return encoder, tokenizer
+
+
+def _ships_code(where: str) -> bool:
+    """Whether a local model directory's config points at modelling code of its own (``auto_map``)."""
+    config = Path(where) / "config.json"
+    try:
+        return config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def _require_safetensors(where: str, name: str) -> None:
+    """A local model directory must hold its weights as safetensors: pickled weights are never loaded."""
+    path = Path(where)
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickled:
+        raise ModelError(f"{name} holds its weights only as {', '.join(pickled)} (Python pickle, which can run "
+                         "code when loaded); lorafit loads safetensors only: convert it once, e.g. "
+                         "AutoModel.from_pretrained(dir).save_pretrained(dir) in a trusted environment")
 
 
 def weights_hash(module: nn.Module) -> str:
@@ -235,13 +266,30 @@ def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settin
 
 def load_classifier(encoder: nn.Module, run_dir: str | Path, labels: list[str], pooling: str,
                     settings: LoraSettings) -> LoraClassifier:
-    """Load the adapter and head saved in ``run_dir`` onto ``encoder`` (frozen, for inference)."""
-    from peft import PeftModel
+    """Load the adapter and head saved in ``run_dir`` onto ``encoder`` (frozen, for inference).
 
+    Weights come from ``adapter_model.safetensors`` only; a truncated file, tensors of the wrong shape, missing
+    tensors or a head for another number of labels are RunDirErrors naming the file.
+    """
+    from peft import PeftModel, get_peft_model_state_dict
+
+    from lorafit.rundir import ADAPTER_WEIGHTS, adapter_shapes
+
+    shapes = adapter_shapes(run_dir, len(labels))
+    path = Path(run_dir) / ADAPTER_WEIGHTS
     _set_label_maps(encoder, labels)
     attach_head(encoder, len(labels))
-    with _quiet_peft():
-        peft_model = PeftModel.from_pretrained(encoder, str(run_dir), is_trainable=False)
+    try:
+        with _quiet_peft():
+            peft_model = PeftModel.from_pretrained(encoder, str(run_dir), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "mismatch" in line), str(exc).splitlines()[0])
+        raise RunDirError(f"{path} does not fit the adapter it describes: {detail}; the run directory is damaged "
+                          "or its files come from different runs") from None
+    missing = sorted(set(get_peft_model_state_dict(peft_model)) - set(shapes))
+    if missing:
+        raise RunDirError(f"{path} lacks {len(missing)} tensor(s) the adapter needs ({', '.join(missing[:3])}"
+                          f"{', ...' if len(missing) > 3 else ''}); the run directory is damaged")
     return LoraClassifier(peft_model.eval(), pooling, settings)
 
 

@@ -13,7 +13,10 @@ from lorafit.errors import RunDirError
 FORMAT_VERSION = 1
 MANIFEST = "lorafit.json"
 METRICS = "metrics.json"
-REQUIRED = (MANIFEST, "adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json")
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+REQUIRED = (MANIFEST, ADAPTER_CONFIG, ADAPTER_WEIGHTS, "tokenizer_config.json")
+HEAD_WEIGHT = "base_model.model.classifier.weight"
+"""The head's weight as peft saves it (``modules_to_save`` around ``classifier``): one row per label."""
 
 
 def check_writable(target: str | Path, overwrite: bool) -> Path:
@@ -93,3 +96,32 @@ def read_metrics(run_dir: str | Path) -> dict:
     """``metrics.json`` of a run directory, or an empty dict when absent."""
     path = Path(run_dir) / METRICS
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def adapter_shapes(run_dir: str | Path, labels: int) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes in ``adapter_model.safetensors``, after checking that the file and its config are whole
+    and that the head has one row per label of ``lorafit.json``; a RunDirError naming the file otherwise.
+
+    Only the safetensors header is read here (no pickle is ever loaded).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    run_dir = Path(run_dir)
+    try:
+        json.loads((run_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{run_dir / ADAPTER_CONFIG} is not valid JSON ({exc}); the run directory is damaged") from None
+    path = run_dir / ADAPTER_WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunDirError(f"{path} is truncated or damaged ({exc}); the run directory cannot be used: "
+                          "copy it again or retrain") from None
+    head = shapes.get(HEAD_WEIGHT)
+    if head is None:
+        raise RunDirError(f"{path} has no classification head ({HEAD_WEIGHT}); it was not written by lorafit")
+    if head[0] != labels:
+        raise RunDirError(f"{path} has a head for {head[0]} labels, but {run_dir / MANIFEST} lists {labels}; "
+                          "the files come from different runs")
+    return shapes

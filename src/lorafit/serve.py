@@ -22,6 +22,7 @@ from importlib import resources
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -110,8 +111,10 @@ def create_app(models: list[ServedModel], limits: ServeLimits | None = None, api
         for batcher in batchers.values():
             await batcher.stop()
 
-    app = FastAPI(title="lorafit serve", version=__version__, lifespan=lifespan,
-                  description="Text classification with LoRA fine-tuned encoders trained by lorafit.")
+    # FastAPIOffline: Swagger UI and ReDoc from files in the fastapi-offline package, not from a CDN, so /docs
+    # renders on a machine without internet.
+    app = FastAPIOffline(title="lorafit serve", version=__version__, lifespan=lifespan,
+                         description="Text classification with LoRA fine-tuned encoders trained by lorafit.")
     app.state.models, app.state.batchers, app.state.limits = by_name, batchers, limits
     _add_error_handlers(app)
     _add_routes(app, by_name, batchers, limits, threshold)

@@ -18,6 +18,8 @@ from lorafit.batching import bucketed_batches
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig
 from lorafit.data import Encoded
 from lorafit.cache import build_cache
+from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
+    restore_rng, rng_snapshot
 from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
 from lorafit.memory import bound_heap, peak_memory_mb, release_free_memory
 from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
@@ -91,6 +93,22 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "val_logits"}
+
+
+_RESUMED_COUNTERS = ("history", "stopped_early", "loop_seconds", "train_tflops", "prepare_seconds",
+                     "matmul_peak_gflops")
+"""TrainResult fields a checkpoint carries over (``train_seconds`` is added up separately)."""
+
+
+@dataclass
+class _Loop:
+    """Where the training loop is: steps and rows done, position in the epoch, losses since the last evaluation."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    seen: int = 0
+    losses: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -171,10 +189,12 @@ class Trainer:
     """Fits a :class:`LoraClassifier` on encoded data. One instance per training run."""
 
     def __init__(self, model: LoraClassifier, config: TrainConfig, pad_id: int,
-                 callback: Callback | None = None, class_weights: np.ndarray | None = None) -> None:
+                 callback: Callback | None = None, class_weights: np.ndarray | None = None,
+                 checkpoints: Checkpoints | None = None) -> None:
         from accelerate import Accelerator
 
         self.config = config
+        self.checkpoints = checkpoints
         self.pad_id = pad_id
         self.callback = callback or Callback()
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -240,7 +260,9 @@ class Trainer:
             n_labels: int) -> TrainResult:
         """Train, evaluating on the validation data; the best checkpoint by ``config.metric`` is restored.
 
-        Without validation data (``val_tokens`` None) every step runs and the last state is kept.
+        Without validation data (``val_tokens`` None) every step runs and the last state is kept. With
+        ``checkpoints`` given to the Trainer, the training state is written every ``checkpoint_every`` steps
+        and, when resuming, the loop continues from the newest intact checkpoint exactly as it would have.
         """
         cfg = self.config
         if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # the user's own glibc setting wins
@@ -248,17 +270,18 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         wall = time.perf_counter()
+        resumed = self.checkpoints.load() if self.checkpoints is not None and self.checkpoints.resume else None
         result = TrainResult(precision=self.precision, train_samples=len(train_tokens), cached_layers=self.model.split)
         result.trainable_parameters, result.total_parameters = count_parameters(self.model)
         result.strategy = self.describe()
         self.callback.on_info(result.strategy)
         logger.info(result.strategy)
-        train, val, features = self.prepare(train_tokens, val_tokens, features_needed=cfg.probe_init)
-        if cfg.probe_init:
+        probe = cfg.probe_init and resumed is None  # a resumed head comes from the checkpoint
+        train, val, features = self.prepare(train_tokens, val_tokens, features_needed=probe)
+        if probe:
             self.init_head_from_probe(features, train_y, n_labels)
         result.prepare_seconds = time.perf_counter() - wall
         result.matmul_peak_gflops = matmul_peak_gflops(self.precision, self.device)
-        step_flops = self._row_flops(train.lengths)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         result.epochs = max(cfg.epochs, min(math.ceil(cfg.min_steps / steps_per_epoch), MIN_STEPS_MAX_EPOCHS))
         if result.epochs > cfg.epochs:
@@ -270,42 +293,63 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         scheduler = _schedule(optimizer, total, cfg.warmup_ratio)
+        best, loop = _Best(), _Loop()
+        if resumed is not None:
+            self._resume(resumed, optimizer, scheduler, best, result, loop)
+            wall -= resumed.info["result"]["train_seconds"]
         model, optimizer = self.accelerator.prepare(self.model, optimizer)
         self.callback.on_train_begin(total, result.trainable_parameters, result.total_parameters)
-        best = _Best()
-        clock = _Clock(total, self._planned_flops(step_flops, result.epochs, total, val), wall, self.callback)
-        if cfg.probe_init and val is not None:
+        if probe and val is not None:
             self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels)
+        if resumed is not None:
+            restore_rng(resumed)  # last: the probe, the peak measurement and step 0 consume torch's RNG
+            self.callback.on_step(loop.step, float(loop.losses[-1]) if loop.losses else float("nan"))
         labels = torch.as_tensor(train_y, dtype=torch.long)
-        step, seen, losses, stop = 0, 0, [], False
+        step_flops = self._row_flops(train.lengths)
+        clock = _Clock(total, self._planned_flops(step_flops, result.epochs, total, val), wall, self.callback)
+        stop = False
         model.train()
         self.callback.on_phase("train")
-        for epoch in range(result.epochs):
-            for index in bucketed_batches(train.lengths, cfg.batch_size, rng, cfg.length_bucketing):
+        for epoch in range(loop.epoch, result.epochs):
+            if resumed is not None and epoch == resumed.epoch:
+                rng.bit_generator.state = resumed.epoch_rng  # the same batch order again
+            epoch_rng = numpy_state(rng)
+            batches = bucketed_batches(train.lengths, cfg.batch_size, rng, cfg.length_bucketing)
+            start = loop.position if resumed is not None and epoch == resumed.epoch else 0
+            for position in range(start, len(batches)):
+                index = batches[position]
                 started = time.perf_counter()
-                losses.append(self._step(model, optimizer, scheduler, params, train.make_batch(index), labels[index]))
+                loop.losses.append(self._step(model, optimizer, scheduler, params, train.make_batch(index),
+                                              labels[index]))
                 result.loop_seconds += time.perf_counter() - started
                 result.train_tflops += float(step_flops[index].sum()) / 1e12
-                step, seen = step + 1, seen + len(index)
-                clock.step(step, time.perf_counter() - started, float(step_flops[index].sum()), losses[-1])
+                loop.step, loop.seen = loop.step + 1, loop.seen + len(index)
+                step, last = loop.step, position == len(batches) - 1
+                clock.step(step, time.perf_counter() - started, float(step_flops[index].sum()), loop.losses[-1])
                 if step % TRIM_EVERY == 0:
                     release_free_memory()
-                self.callback.on_step(step, losses[-1])
+                self.callback.on_step(step, loop.losses[-1])
                 if isinstance(cfg.eval_every, int) and step % cfg.eval_every == 0 and step < total:
-                    stop = self._record(result, best, step, step / steps_per_epoch, np.mean(losses), val, val_y, n_labels)
-                    losses = []
-                    if stop:
-                        break
-            if not stop and (cfg.eval_every == "epoch" or step == total):
-                stop = self._record(result, best, step, float(epoch + 1), np.mean(losses), val, val_y, n_labels)
-                losses = []
+                    stop = self._record(result, best, step, step / steps_per_epoch, np.mean(loop.losses), val,
+                                        val_y, n_labels)
+                    loop.losses = []
+                if not stop and last and (cfg.eval_every == "epoch" or step == total):
+                    stop = self._record(result, best, step, float(epoch + 1), np.mean(loop.losses), val, val_y,
+                                        n_labels)
+                    loop.losses = []
+                if stop:
+                    break
+                if self.checkpoints is not None and self.checkpoints.due(step, last) and \
+                        self.accelerator.is_main_process:
+                    self._checkpoint(epoch, position + 1, epoch_rng, optimizer, scheduler, best, result, loop,
+                                     time.perf_counter() - wall)
             if stop:
                 break
         result.train_seconds = time.perf_counter() - wall
-        result.steps = step
-        clock.flush(step)
+        result.steps = loop.step
+        clock.flush(loop.step)
         result.loss_curve, result.estimated_train_seconds = clock.curve, clock.estimate
-        result.train_samples_per_second = seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
+        result.train_samples_per_second = loop.seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
         # A second measurement after training: the machine's rate varies (other processes, frequency), and
         # the peak is the best it showed.
         result.matmul_peak_gflops = max(result.matmul_peak_gflops, matmul_peak_gflops(self.precision, self.device))
@@ -326,6 +370,47 @@ class Trainer:
         hidden, intermediate, blocks = block_shape(self.model.encoder.config)
         return planned + evaluations * float(forward_flops(val.lengths, hidden, intermediate,
                                                            blocks - self.model.split).sum())
+
+    def _checkpoint(self, epoch: int, position: int, epoch_rng: dict, optimizer, scheduler, best: "_Best",
+                    result: TrainResult, loop: "_Loop", elapsed: float) -> None:
+        """Write the whole training state after ``position`` batches of ``epoch`` (see :mod:`lorafit.checkpoint`)."""
+        tensors, groups = optimizer_tensors(optimizer)
+        rng_tensors, python_rng = rng_snapshot()
+        tensors.update(rng_tensors)
+        tensors.update({f"trainable/{k}": v for k, v in _trainable_state(self.model).items()})
+        tensors.update({f"best/{k}": v for k, v in best.state.items()})
+        if best.logits is not None:
+            tensors["best_logits"] = torch.from_numpy(np.ascontiguousarray(best.logits))
+        counters = {k: getattr(result, k) for k in _RESUMED_COUNTERS}
+        info = {"optimizer": groups, "scheduler": scheduler.state_dict(), "python_rng": python_rng,
+                "best": {"metric": best.metric, "step": best.step, "epoch": best.epoch, "bad_evals": best.bad_evals},
+                "result": {**counters, "train_seconds": elapsed}, "loop": {"seen": loop.seen, "losses": loop.losses}}
+        self.checkpoints.save(TrainingState(loop.step, epoch, position, epoch_rng, tensors, info))
+
+    def _resume(self, state: TrainingState, optimizer, scheduler, best: "_Best", result: TrainResult,
+                loop: "_Loop") -> None:
+        """Put the model, optimizer, scheduler, early stopping and counters back as ``state`` holds them."""
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state.group("trainable").items():
+                params[name].copy_(value)
+        load_optimizer(optimizer, state)
+        scheduler.load_state_dict(state.info["scheduler"])
+        saved = state.info["best"]
+        best.metric, best.step, best.epoch, best.bad_evals = (saved["metric"], saved["step"], saved["epoch"],
+                                                              saved["bad_evals"])
+        best.state = {k: v.clone() for k, v in state.group("best").items()}
+        logits = state.tensors.get("best_logits")
+        best.logits = logits.numpy() if logits is not None else None
+        counters, prepared = state.info["result"], result.prepare_seconds
+        for key in _RESUMED_COUNTERS:
+            setattr(result, key, counters[key])
+        result.prepare_seconds += prepared  # this session's preparation counts too
+        loop.step, loop.epoch, loop.position = state.step, state.epoch, state.position
+        loop.seen, loop.losses = state.info["loop"]["seen"], list(state.info["loop"]["losses"])
+        message = f"resumed at step {state.step} (epoch {state.epoch + 1}, batch {state.position})"
+        self.callback.on_info(message)
+        logger.info(message)
 
     def _row_flops(self, lengths: np.ndarray) -> np.ndarray:
         """Training FLOPs of each row per step: forward and backward through the blocks from the lowest
