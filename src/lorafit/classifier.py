@@ -181,11 +181,16 @@ class Classifier:
                 "truncated": encoded.truncated, "classes": len(set(data.labels))}
 
     # ---------------------------------------------------------------------------------- inference
+    @property
+    def text_column(self) -> str:
+        """The training data's text column: where ``lorafit predict --input`` looks for texts by default."""
+        return self.data_config.text_column
+
     def _require_fitted(self) -> None:
         if self.model is None:
             raise RunDirError("this Classifier is not trained yet; call fit(...) or Classifier.load(run_dir)")
 
-    def _forward(self, texts: list[str], method: str = "forward") -> np.ndarray:
+    def _forward(self, texts: list[str], method: str = "forward", **options: object) -> np.ndarray:
         """Logits (``forward``) or pooled embeddings (``embed``) of ``texts``, in fp32, input order."""
         self._require_fitted()
         texts = _check_texts(texts)
@@ -195,7 +200,7 @@ class Classifier:
         encoded = tokenize(self.tokenizer, texts, self.train_config.max_length)
         device = next(self.model.parameters()).device
         return forward_all(self.model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id),
-                           self.train_config.eval_batch_size, INFERENCE_PRECISION, device, method=method)
+                           self.train_config.eval_batch_size, INFERENCE_PRECISION, device, method=method, **options)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order.
@@ -211,14 +216,16 @@ class Classifier:
         probs = self.predict_proba(texts)
         return [self.classes_[i] for i in probs.argmax(1)] if len(probs) else []
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """One L2-normalised vector per text from the fine-tuned encoder, pooled as the head sees it.
+    def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
+        """One vector per text from the fine-tuned encoder, pooled as the head sees it, shape
+        ``(len(texts), hidden_size)``; L2-normalised (so dot products are cosine similarities) unless
+        ``normalize`` is False.
 
         Example:
             >>> vectors = clf.embed(["I lost my card", "card missing"])  # doctest: +SKIP
             >>> float(vectors[0] @ vectors[1])                           # cosine similarity  # doctest: +SKIP
         """
-        return self._forward(texts, method="embed")
+        return self._forward(texts, method="embed", normalize=normalize)
 
     def evaluate(self, texts: list[str], labels: list) -> dict:
         """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix on labeled data.
