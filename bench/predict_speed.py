@@ -65,7 +65,7 @@ def boilerplate(the_model, the_tokenizer):
     return run
 
 
-def methods(run_dir: str, work: Path, pipeline_batch: int) -> dict:
+def methods(run_dir: str, work: Path, pipeline_batch: int, threads: int) -> dict:
     """name -> (function texts -> label ids, whether it gets the boilerplate subset)."""
     from transformers import AutoModelForSequenceClassification, pipeline
 
@@ -82,7 +82,7 @@ def methods(run_dir: str, work: Path, pipeline_batch: int) -> dict:
     merged_hf = AutoModelForSequenceClassification.from_pretrained(work / "merged", trust_remote_code=True).eval()
     merged_tok = load_merged(work / "merged").tokenizer
     pipe = pipeline("text-classification", model=str(work / "merged"), tokenizer=merged_tok, trust_remote_code=True)
-    merged, onnx, int8 = load_merged(work / "merged"), load_onnx(work / "onnx"), load_onnx(work / "int8")
+    merged, onnx, int8 = load_merged(work / "merged"), load_onnx(work / "onnx", threads), load_onnx(work / "int8", threads)
 
     def labels(predictor):
         return lambda texts: [index[label] for label in predictor.predict(texts)]
@@ -105,13 +105,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--boilerplate-texts", type=int, default=300)
     p.add_argument("--pipeline-batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and onnxruntime intra-op threads for every method (1: steady on a shared machine)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     test = pd.read_csv(args.test, dtype=str, keep_default_na=False)
     texts, gold = test["text"].tolist(), test["label"].tolist()
     sink = Sink(args.out, "python bench/predict_speed.py " + " ".join(sys.argv[1:]))
-    sink.facts.update(machine(("torch", "transformers", "peft", "onnxruntime")))
+    sink.facts.update({**machine(("torch", "transformers", "peft", "onnxruntime")), "threads": args.threads})
     with tempfile.TemporaryDirectory() as work:
-        table = methods(args.run_dir, Path(work), args.pipeline_batch)
+        table = methods(args.run_dir, Path(work), args.pipeline_batch, args.threads)
         speeds: dict[str, list[float]] = {name: [] for name in table}
         predictions: dict[str, list[int]] = {}
         for round_ in range(args.rounds):

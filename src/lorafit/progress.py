@@ -148,4 +148,6 @@ class StreamProgress:
                 yield texts
                 self.rows += len(texts)
                 self.seconds = time.perf_counter() - start
-                self.progress.update(task, completed=done, rows=self.rows, rate=f"{self.rate:,.0f}")
+                # readers buffer ahead, so "all read" comes before "all written": the bar ends with the loop
+                self.progress.update(task, completed=min(done, 0.999), rows=self.rows, rate=f"{self.rate:,.0f}")
+            self.progress.update(task, completed=1.0)
