@@ -5,8 +5,8 @@ Methods, all on the same trained lorafit run:
     "Step 4", reproduced verbatim below), on the run's PEFT model as the boilerplate leaves it (LoRA not
     merged), and on the merged export; measured on the first --boilerplate-texts texts;
   - transformers ``pipeline("text-classification")`` with batching (--pipeline-batch) on the merged export;
-  - lorafit: ``Classifier.predict_proba`` on the run directory (torch fp32), the merged export in torch,
-    the ONNX export fp32 and int8 (onnxruntime), each with length-sorted batches.
+  - lorafit: ``Classifier.predict_proba`` on the run directory and the merged export in torch (fp32, and
+    the bf16-autocast opt-in), the ONNX export fp32 and int8 (onnxruntime), each with length-sorted batches.
 Rounds are interleaved (every method once per round) so a busy neighbour slows all alike; medians and
 ratios are reported. The int8-vs-fp32 label agreement and every path's accuracy are measured on the
 whole test set.
@@ -83,6 +83,8 @@ def methods(run_dir: str, work: Path, pipeline_batch: int, threads: int) -> dict
     merged_tok = load_merged(work / "merged").tokenizer
     pipe = pipeline("text-classification", model=str(work / "merged"), tokenizer=merged_tok, trust_remote_code=True)
     merged, onnx, int8 = load_merged(work / "merged"), load_onnx(work / "onnx", threads), load_onnx(work / "int8", threads)
+    clf_bf16, merged_bf16 = Classifier.load(run_dir), load_merged(work / "merged")
+    clf_bf16.inference_precision = merged_bf16.inference_precision = "bf16"
 
     def labels(predictor):
         return lambda texts: [index[label] for label in predictor.predict(texts)]
@@ -94,6 +96,8 @@ def methods(run_dir: str, work: Path, pipeline_batch: int, threads: int) -> dict
             lambda texts: [index[r["label"]] for r in pipe(texts, batch_size=pipeline_batch, truncation=True)], False),
         "lorafit Classifier (run dir, torch fp32)": (labels(clf), False),
         "lorafit merged export (torch fp32)": (labels(merged), False),
+        "lorafit Classifier (run dir, torch bf16 autocast)": (labels(clf_bf16), False),
+        "lorafit merged export (torch bf16 autocast)": (labels(merged_bf16), False),
         "lorafit ONNX fp32": (labels(onnx), False),
         "lorafit ONNX int8": (labels(int8), False),
     }
@@ -142,13 +146,15 @@ def summarise(sink: Sink, table: dict, speeds: dict, predictions: dict, classes:
     fastest = max(lorafit, key=lorafit.get)
     pipeline_name = next(k for k in medians if k.startswith("transformers pipeline"))
     fp32, int8 = np.array(predictions["lorafit ONNX fp32"]), np.array(predictions["lorafit ONNX int8"])
+    bf16 = np.array(predictions["lorafit merged export (torch bf16 autocast)"])
     sink.keep({"summary": True, "rounds": args.rounds, "fastest_lorafit": fastest,
                "fastest_lorafit_texts_per_s": round(medians[fastest], 1),
                "x_boilerplate_peft": round(medians[fastest] / medians["boilerplate predict(), PEFT model"], 1),
                "x_boilerplate_merged": round(medians[fastest] / medians["boilerplate predict(), merged export"], 1),
                "x_pipeline": round(medians[fastest] / medians[pipeline_name], 2),
                "int8_vs_fp32_label_agreement": round(float(np.mean(fp32 == int8)), 4),
-               "int8_disagreements": int(np.sum(fp32 != int8)), "test_rows": len(texts)})
+               "int8_disagreements": int(np.sum(fp32 != int8)),
+               "bf16_vs_fp32_label_agreement": round(float(np.mean(fp32 == bf16)), 4), "test_rows": len(texts)})
 
 
 if __name__ == "__main__":

@@ -204,3 +204,24 @@ def test_export_refuses_bad_options_and_existing_directories(run_dir: Path, tmp_
     with pytest.raises(RunDirError, match="not a lorafit export"):
         export_merged(run_dir, shutil.copytree(run_dir, tmp_path / "a_run"), overwrite=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_bf16_prediction_is_opt_in_and_close(exports, run_dir: Path, reference) -> None:
+    """fp32 stays the default (parity); bf16 autocast is an opt-in whose probabilities stay close."""
+    from lorafit.exported import load_merged
+
+    for predictor in (Classifier.load(run_dir), load_merged(exports["merged"])):
+        assert predictor.inference_precision == "fp32"
+        predictor.inference_precision = "bf16"
+        np.testing.assert_allclose(predictor.predict_proba(TEXTS), reference, atol=0.05)
+        predictor.inference_precision = "fp16"
+        with pytest.raises(ConfigError, match="precision must be one of"):
+            predictor.predict_proba(TEXTS)
+
+
+def test_cli_precision_is_refused_for_onnx_exports(exports, run_dir: Path) -> None:
+    result = runner.invoke(app, ["predict", str(exports["onnx"]), "--precision", "bf16", "pizza"])
+    assert result.exit_code != 0 and "fixed when it is exported" in str(result.exception)
+    result = runner.invoke(app, ["predict", str(run_dir), "--precision", "bf16", "pizza and bread"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["label"] in Classifier.load(run_dir).classes_

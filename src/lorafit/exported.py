@@ -18,7 +18,8 @@ from lorafit.classifier import Classifier, _check_texts
 from lorafit.data import tokenize
 from lorafit.errors import RunDirError
 from lorafit.export import EXPORT_MANIFEST
-from lorafit.inference import map_sorted, softmax, token_batches
+from lorafit.inference import INFERENCE_PRECISION, autocast, check_inference_precision, map_sorted, \
+    resolve_precision, softmax, token_batches
 from lorafit.rundir import MANIFEST
 
 BATCH_SIZE = 256
@@ -86,15 +87,19 @@ class ExportedClassifier:
 
 
 class MergedClassifier(ExportedClassifier):
-    """A merged export (``lorafit export --format merged``) run in torch, fp32."""
+    """A merged export (``lorafit export --format merged``) run in torch on the CPU; fp32 unless
+    ``inference_precision`` is ``bf16``/``auto`` (as for :class:`lorafit.Classifier`)."""
 
     def __init__(self, path: str | Path, manifest: dict, tokenizer, model: torch.nn.Module) -> None:
         super().__init__(path, manifest, tokenizer)
         self.model = model.eval()
+        self.inference_precision = INFERENCE_PRECISION
 
     @torch.inference_mode()
     def _batch_logits(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        return self.model(**batch).logits.float().numpy()
+        cpu = torch.device("cpu")
+        with autocast(resolve_precision(check_inference_precision(self.inference_precision), cpu), cpu):
+            return self.model(**batch).logits.float().numpy()
 
 
 def load_merged(path: str | Path) -> MergedClassifier:

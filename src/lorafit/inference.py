@@ -12,7 +12,18 @@ from lorafit.data import Encoded
 from lorafit.memory import release_free_memory
 
 INFERENCE_PRECISION = "fp32"
-"""Evaluation and prediction run in fp32, so lorafit's probabilities equal plain transformers + peft's."""
+"""Evaluation and prediction run in fp32 by default, so lorafit's probabilities equal plain transformers +
+peft's; ``bf16`` (or ``auto``) is an opt-in for speed (see :func:`check_inference_precision`)."""
+
+
+def check_inference_precision(precision: str) -> str:
+    """``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware runs it natively), else a ConfigError."""
+    from lorafit.config import PRECISIONS
+    from lorafit.errors import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"prediction precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def bf16_supported(device: torch.device) -> bool:
