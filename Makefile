@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install browser clean bench
+.PHONY: demo test install browser clean bench bench-predict
 
 # The benchmarks behind BENCHMARKS.md (about 70 minutes on the 2-core machine; needs ../shared/data).
 DATA ?= ../shared/data
@@ -46,6 +46,16 @@ bench: install
 		sst2=$(DATA)/sst2/train.csv,$(DATA)/sst2/validation.csv
 	$(BIN)/python bench/side_by_side.py $(DATA)/sst2/train.csv $(DATA)/sst2/validation.csv \
 		$(RESULTS)/sst2_side_by_side.jsonl --rounds 1 --expert-epochs 1
+	$(MAKE) bench-predict
+
+# Prediction throughput on BANKING77 test (a few minutes; trains the run it measures once, then reuses it):
+# the boilerplate's one-text predict(), the batched transformers pipeline, lorafit's torch, ONNX and int8 paths.
+PREDICT_RUN ?= runs/banking77-predict-bench
+bench-predict: install
+	test -f $(PREDICT_RUN)/lorafit.json || $(BIN)/lorafit train $(DATA)/banking77/train.csv --out $(PREDICT_RUN) \
+		--no-progress --overwrite
+	$(BIN)/python bench/predict_speed.py $(PREDICT_RUN) $(DATA)/banking77/test.csv \
+		$(RESULTS)/banking77_predict_speed.jsonl --rounds 3
 
 clean:
 	rm -rf $(VENV) runs/demo

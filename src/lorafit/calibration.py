@@ -111,6 +111,17 @@ def choose_threshold(probs: np.ndarray, y: np.ndarray, target_precision: float) 
     return Threshold(float(sorted_conf[k]), float(precision[k]), (k + 1) / len(y), reached)
 
 
+def decide(probs: np.ndarray, classes: list[str], threshold: float | None, unknown_label: str) -> list[str]:
+    """The most probable label of each row of ``probs``, or ``unknown_label`` where the top probability is below
+    ``threshold`` (None or 0: never). ``decide(np.array([[0.6, 0.4]]), ["a", "b"], 0.7, "?")`` is ``["?"]``."""
+    if not len(probs):
+        return []
+    labels = [classes[i] for i in probs.argmax(1)]
+    if threshold:
+        labels = [unknown_label if p < threshold else label for label, p in zip(labels, probs.max(1))]
+    return labels
+
+
 def selective(probs: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
     """``coverage`` (share answered) and ``selective_accuracy`` (accuracy on answered rows) at ``threshold``."""
     answered = probs.max(1) >= threshold

@@ -17,7 +17,8 @@ from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, res
 from lorafit.data import Encoded, LabeledData, check_trainable, label_order, stratified_split, tokenize
 from lorafit.datacheck import DataCheck, check_data
 from lorafit.errors import ConfigError, DataError, RunDirError
-from lorafit.inference import INFERENCE_PRECISION, forward_all, softmax, token_batches
+from lorafit.inference import INFERENCE_PRECISION, check_inference_precision, forward_all, resolve_precision, \
+    softmax, token_batches
 from lorafit.models import build_classifier, load_classifier, load_encoder, resolve_model, weights_hash
 from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
     write_atomically, write_json
@@ -83,6 +84,10 @@ class Classifier:
         self.threshold: float | None = None
         self.unknown_label = self.train_config.unknown_label
         self.calibration_: dict = {}
+        self.inference_precision = INFERENCE_PRECISION
+        """Precision of predict/predict_proba/embed: ``fp32`` (default: plain transformers + peft's numbers),
+        ``bf16`` or ``auto`` (bf16 autocast where the CPU/GPU runs it natively: faster, labels almost always
+        the same, probabilities off by up to about 1e-2)."""
         self.metrics_: dict = {}
         self.data_summary: dict = {}
         self.data_check: DataCheck | None = None
@@ -311,11 +316,16 @@ class Classifier:
                 "label_counts": dict(sorted(Counter(data.labels).items()))}
 
     # ---------------------------------------------------------------------------------- inference
+    @property
+    def text_column(self) -> str:
+        """The training data's text column: where ``lorafit predict --input`` looks for texts by default."""
+        return self.data_config.text_column
+
     def _require_fitted(self) -> None:
         if self.model is None:
             raise RunDirError("this Classifier is not trained yet; call fit(...) or Classifier.load(run_dir)")
 
-    def _forward(self, texts: list[str], method: str = "forward") -> np.ndarray:
+    def _forward(self, texts: list[str], method: str = "forward", **options: object) -> np.ndarray:
         """Logits (``forward``) or pooled embeddings (``embed``) of ``texts``, in fp32, input order."""
         self._require_fitted()
         texts = _check_texts(texts)
@@ -325,7 +335,9 @@ class Classifier:
         encoded = tokenize(self.tokenizer, texts, self.train_config.max_length)
         device = next(self.model.parameters()).device
         return forward_all(self.model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id),
-                           self.train_config.eval_batch_size, INFERENCE_PRECISION, device, method=method)
+                           self.train_config.eval_batch_size,
+                           resolve_precision(check_inference_precision(self.inference_precision), device),
+                           device, method=method, **options)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order.
@@ -346,22 +358,19 @@ class Classifier:
     def decide(self, probs: np.ndarray, threshold: float | None = None) -> list[str]:
         """Labels for rows of :meth:`predict_proba`: the argmax, or ``unknown_label`` where the top probability
         is below ``threshold`` (default: the run's own, None if it does not abstain)."""
-        threshold = self.threshold if threshold is None else threshold
-        if not len(probs):
-            return []
-        labels = [self.classes_[i] for i in probs.argmax(1)]
-        if threshold:
-            labels = [self.unknown_label if p < threshold else label for label, p in zip(labels, probs.max(1))]
-        return labels
+        return calibration.decide(probs, self.classes_, self.threshold if threshold is None else threshold,
+                                  self.unknown_label)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """One L2-normalised vector per text from the fine-tuned encoder, pooled as the head sees it.
+    def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
+        """One vector per text from the fine-tuned encoder, pooled as the head sees it, shape
+        ``(len(texts), hidden_size)``; L2-normalised (so dot products are cosine similarities) unless
+        ``normalize`` is False.
 
         Example:
             >>> vectors = clf.embed(["I lost my card", "card missing"])  # doctest: +SKIP
             >>> float(vectors[0] @ vectors[1])                           # cosine similarity  # doctest: +SKIP
         """
-        return self._forward(texts, method="embed")
+        return self._forward(texts, method="embed", normalize=normalize)
 
     def evaluate(self, texts: list[str], labels: list, threshold: float | None = None,
                  oos_label: str | None = None, probabilities: np.ndarray | None = None) -> dict:

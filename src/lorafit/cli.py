@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lorafit.config import DataConfig, LoraSettings, ServeLimits, TrainConfig
+from lorafit.data import CHUNK_ROWS
 from lorafit.errors import ConfigError, LorafitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -178,33 +179,102 @@ def _evaluation_report(clf, run_dir: Path, labeled, probabilities, path: Path) -
 # --------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`, or an export from `lorafit export` (merged or onnx).")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify.")] = None,
-    input_file: Annotated[Optional[Path], typer.Option("--input", "-i", help="File of texts (.csv, .tsv, .jsonl, .parquet).")] = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", "-i", help="File of texts (.csv, .tsv, .jsonl, .parquet), read in chunks: it may be larger than memory.")] = None,
     output_file: Annotated[Optional[Path], typer.Option("--output", help="Write predictions to .csv or .jsonl (default: stdout, JSON lines).")] = None,
     text_column: Annotated[Optional[str], typer.Option(help="Text column of --input (default: the one used in training).")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K most probable labels in `probabilities` (default: all).")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstain (label: the run's unknown label) below this top probability; default: the run's own threshold, if any; 0: never.")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows of --input read and classified at a time.")] = CHUNK_ROWS,
+    precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16 or auto (bf16 where native: faster, probabilities off by up to ~1e-2).")] = "fp32",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (with --output).")] = True,
 ) -> None:
     """Label, score and the full probability distribution for each text, in input order."""
-    from lorafit import Classifier
-    from lorafit.data import read_texts
-    from lorafit.predict_io import prediction_records, write_predictions
+    from lorafit.data import read_text_chunks
+    from lorafit.exported import load_predictor
+    from lorafit.predict_io import iter_predictions, prediction_records, write_predictions
+    from lorafit.progress import StreamProgress
 
     if not texts and input_file is None:
         raise ConfigError("nothing to classify: give texts as arguments or --input FILE")
     if texts and input_file is not None:
         raise ConfigError("give texts as arguments or --input FILE, not both")
-    clf = Classifier.load(run_dir, trust_remote_code=trust_remote_code)
-    items = texts or read_texts(input_file, text_column or clf.data_config.text_column)
-    records = prediction_records(clf, items, top_k, threshold)
+    clf = load_predictor(run_dir, trust_remote_code=trust_remote_code)
+    _set_precision(clf, precision)
+    if texts:
+        _print_jsonl(prediction_records(clf, texts, top_k, threshold))
+        return
+    meter = StreamProgress(err, "predicting", enabled=progress and output_file is not None)
+    chunks = read_text_chunks(input_file, text_column or clf.text_column, chunk_rows)
+    records = iter_predictions(clf, meter.track(chunks), top_k, threshold)
     if output_file is None:
-        for record in records:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        _print_jsonl(records)
+        err.print(f"classified {meter.rows} texts ({meter.rate:,.0f} rows/s)")
     else:
-        write_predictions(output_file, records, clf.classes_)
-        err.print(f"wrote {len(items)} predictions to {output_file}")
+        count = write_predictions(output_file, records, clf.classes_)
+        err.print(f"wrote {count} predictions to {output_file} ({meter.rate:,.0f} rows/s)")
+
+
+def _set_precision(predictor, precision: str) -> None:
+    from lorafit.inference import check_inference_precision
+
+    check_inference_precision(precision)
+    if hasattr(predictor, "inference_precision"):
+        predictor.inference_precision = precision
+    elif precision != "fp32":
+        raise ConfigError(f"--precision {precision} applies to run directories and merged exports; an ONNX "
+                          "export's precision is fixed when it is exported (--quantize int8)")
+
+
+def _print_jsonl(records) -> None:
+    for record in records:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+# ----------------------------------------------------------------------------------------- embed
+@app.command()
+def embed(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`.")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="File of texts (.csv, .tsv, .jsonl, .parquet), read in chunks.")],
+    output_file: Annotated[Path, typer.Option("--output", help="Vectors to .npy (a float32 matrix) or .parquet (text, embedding).")],
+    text_column: Annotated[Optional[str], typer.Option(help="Text column of --input (default: the one used in training).")] = None,
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalise each vector (dot product = cosine similarity).")] = True,
+    chunk_rows: Annotated[int, typer.Option(min=1, help="Rows of --input read and embedded at a time.")] = CHUNK_ROWS,
+    precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16 or auto (bf16 where native: faster, probabilities off by up to ~1e-2).")] = "fp32",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """One vector per text from the fine-tuned encoder, pooled as the classifier pools, in input order."""
+    from lorafit import Classifier
+    from lorafit.data import read_text_chunks
+    from lorafit.embed_io import check_embedding_output, write_embeddings
+    from lorafit.progress import StreamProgress
+
+    check_embedding_output(output_file)
+    clf = Classifier.load(run_dir)
+    _set_precision(clf, precision)
+    meter = StreamProgress(err, "embedding", enabled=progress)
+    chunks = read_text_chunks(input_file, text_column or clf.text_column, chunk_rows)
+    rows, dim = write_embeddings(output_file, ((t, clf.embed(t, normalize=normalize)) for t in meter.track(chunks)))
+    err.print(f"wrote {rows} vectors of dimension {dim} to {output_file} ({meter.rate:,.0f} rows/s)")
+
+
+# ---------------------------------------------------------------------------------------- export
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Export directory to create.")],
+    fmt: Annotated[str, typer.Option("--format", help="merged: a transformers model directory (LoRA merged in); onnx: model.onnx for onnxruntime.")] = "merged",
+    quantize: Annotated[Optional[str], typer.Option(help="int8: dynamic int8 quantization of the ONNX model (--format onnx only).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export directory.")] = False,
+) -> None:
+    """Write RUN_DIR as a merged transformers model or an ONNX model (calibration folded into the head)."""
+    from lorafit.export import export
+
+    export(run_dir, out_dir, fmt, quantize, overwrite)
+    kind = "merged transformers model" if fmt == "merged" else f"ONNX model ({quantize or 'fp32'})"
+    out.print(f"{kind}: [bold]{out_dir}[/bold]")
 
 
 # ------------------------------------------------------------------------------------------ info

@@ -5,12 +5,14 @@ strings ``NA`` or ``null`` are texts, not missing values.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
+CHUNK_ROWS = 8192
+"""Rows read at a time when a file is streamed (``lorafit predict --input``, ``lorafit embed``)."""
 _INTEGER = re.compile(r"^-?\d+$")
 
 
@@ -167,11 +171,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     mixed. Duplicate column names, unterminated quotes and ragged rows are DataErrors.
     """
     path = Path(path)
-    fmt = file_format(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}" + ("; it is a directory" if path.is_dir() else ""))
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty; it needs a header and at least one row")
+    fmt = _check_file(path)
     try:
         if fmt in ("csv", "tsv"):
             sep = "," if fmt == "csv" else "\t"
@@ -188,8 +188,89 @@ def read_table(path: str | Path) -> pd.DataFrame:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"could not read {path} as {fmt.upper()}: {first}") from None
     if frame.empty:
-        raise DataError(f"{path} has no data rows (columns: {', '.join(map(str, frame.columns)) or 'none'})")
+        raise _no_rows(path, list(frame.columns))
     return frame
+
+
+def _check_file(path: Path) -> str:
+    """The format of ``path``, after refusing a missing, foreign or empty file."""
+    fmt = file_format(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}" + ("; it is a directory" if path.is_dir() else ""))
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty; it needs a header and at least one row")
+    return fmt
+
+
+def _no_rows(path: Path, columns: list) -> DataError:
+    return DataError(f"{path} has no data rows (columns: {', '.join(map(str, columns)) or 'none'})")
+
+
+@contextlib.contextmanager
+def _reading(path: Path, fmt: str) -> Iterator[None]:
+    """Turn the streaming readers' decoding and parsing errors into DataErrors that name the file and the fix."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                        f"{exc.start}); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not read {path} as {fmt.upper()}: {first}") from None
+
+
+def read_text_chunks(path: str | Path, text_column: str = "text",
+                     rows: int = CHUNK_ROWS) -> Iterator[tuple[list[str], float]]:
+    """The texts of a file, ``rows`` at a time in file order, each chunk with the share of the file read.
+
+    Only one chunk is in memory at a time, so files larger than memory stream through (as UTF-8, a UTF-8
+    byte-order mark allowed; :func:`read_table` also takes UTF-16/32 with a mark). Errors (missing column,
+    bad UTF-8, a malformed line) are DataErrors, raised when the reader reaches them.
+
+    Example:
+        >>> for texts, done in read_text_chunks("big.csv"): ...  # doctest: +SKIP
+    """
+    path = Path(path)
+    fmt = _check_file(path)
+    if fmt == "parquet":
+        yield from _parquet_chunks(path, text_column, rows)
+        return
+    size, seen = path.stat().st_size, 0
+    with path.open("rb") as handle, _reading(path, fmt):
+        if fmt in ("csv", "tsv"):
+            reader = pd.read_csv(handle, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                                 encoding="utf-8-sig", chunksize=rows)
+        else:
+            reader = pd.read_json(handle, lines=True, dtype=False, encoding="utf-8", chunksize=rows)
+        columns: list = []
+        for frame in reader:
+            columns = list(frame.columns)
+            if frame.empty:
+                continue
+            seen += len(frame)
+            yield _column(frame, text_column, path, "--text-column"), min(1.0, handle.tell() / size)
+    if not seen:
+        raise _no_rows(path, columns)
+
+
+def _parquet_chunks(path: Path, text_column: str, rows: int) -> Iterator[tuple[list[str], float]]:
+    import pyarrow.parquet as pq
+
+    with _reading(path, "parquet"):
+        parquet = pq.ParquetFile(path)
+        columns, total = parquet.schema_arrow.names, parquet.metadata.num_rows
+        if text_column not in columns:
+            raise DataError(f"column '{text_column}' not found in {path.name}; columns are: {', '.join(columns)}; "
+                            "pass --text-column")
+        if not total:
+            raise _no_rows(path, columns)
+        done = 0
+        for batch in parquet.iter_batches(batch_size=rows, columns=[text_column]):
+            texts = [_as_text(v) for v in batch.column(0).to_pylist()]
+            done += len(texts)
+            yield texts, done / total
 
 
 def _column(frame: pd.DataFrame, name: str, path: Path, flag: str) -> list[str]:

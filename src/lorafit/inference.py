@@ -12,7 +12,18 @@ from lorafit.data import Encoded
 from lorafit.memory import release_free_memory
 
 INFERENCE_PRECISION = "fp32"
-"""Evaluation and prediction run in fp32, so lorafit's probabilities equal plain transformers + peft's."""
+"""Evaluation and prediction run in fp32 by default, so lorafit's probabilities equal plain transformers +
+peft's; ``bf16`` (or ``auto``) is an opt-in for speed (see :func:`check_inference_precision`)."""
+
+
+def check_inference_precision(precision: str) -> str:
+    """``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware runs it natively), else a ConfigError."""
+    from lorafit.config import PRECISIONS
+    from lorafit.errors import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"prediction precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -44,25 +55,34 @@ def token_batches(encoded: Encoded, pad_id: int) -> Callable[[np.ndarray], dict[
     return lambda index: collate(encoded, index, pad_id)
 
 
+def map_sorted(lengths: np.ndarray, make_batch: Callable[[np.ndarray], dict], batch_size: int,
+               run: Callable[[dict], np.ndarray]) -> np.ndarray:
+    """``run`` over length-sorted batches of the rows; its float32 rows come back in input order."""
+    out: np.ndarray | None = None
+    for index in sorted_batches(lengths, batch_size):
+        values = run(make_batch(index))
+        if out is None:
+            out = np.zeros((len(lengths), values.shape[1]), dtype=np.float32)
+        out[index] = values
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
 @torch.inference_mode()
 def forward_all(model: torch.nn.Module, lengths: np.ndarray, make_batch: Callable[[np.ndarray], dict],
-                batch_size: int, precision: str, device: torch.device, method: str = "forward") -> np.ndarray:
-    """Run ``model.<method>`` over every row in length-sorted batches; rows come back in input order."""
+                batch_size: int, precision: str, device: torch.device, method: str = "forward",
+                **options: object) -> np.ndarray:
+    """Run ``model.<method>(**batch, **options)`` over every row in length-sorted batches, input order kept."""
+    def run(batch: dict) -> np.ndarray:
+        with autocast(precision, device):
+            return getattr(model, method)(**{k: v.to(device) for k, v in batch.items()}, **options).float().cpu().numpy()
+
     was_training = model.training
     model.eval()
-    out: np.ndarray | None = None
     try:
-        for index in sorted_batches(lengths, batch_size):
-            batch = {k: v.to(device) for k, v in make_batch(index).items()}
-            with autocast(precision, device):
-                values = getattr(model, method)(**batch).float().cpu().numpy()
-            if out is None:
-                out = np.zeros((len(lengths), values.shape[1]), dtype=np.float32)
-            out[index] = values
+        return map_sorted(lengths, make_batch, batch_size, run)
     finally:
         release_free_memory()
         model.train(was_training)
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

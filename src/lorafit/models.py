@@ -22,6 +22,7 @@ from torch import nn
 
 from lorafit.config import LoraSettings
 from lorafit.errors import ConfigError, ModelError, RunDirError
+from lorafit.modeling_lorafit import pool  # one pooling rule for training, inference and exports
 
 logger = logging.getLogger(__name__)
 
@@ -143,16 +144,6 @@ def lora_config(encoder: nn.Module, settings: LoraSettings):
                       use_rslora=settings.use_rslora, use_dora=settings.use_dora, modules_to_save=["classifier"])
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One L2-normalised vector per text: the mean of its token states, or its first ([CLS]) state."""
-    if pooling == "cls":
-        pooled = hidden[:, 0]
-    else:
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-    return nn.functional.normalize(pooled.float(), dim=-1)
-
-
 class LoraClassifier(nn.Module):
     """A peft-wrapped encoder, a pooling rule and the linear head: ``forward`` returns logits.
 
@@ -204,7 +195,8 @@ class LoraClassifier(nn.Module):
         return self.encoder.classifier
 
     def embed(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
-              inputs_embeds: torch.Tensor | None = None, **extra: torch.Tensor) -> torch.Tensor:
+              inputs_embeds: torch.Tensor | None = None, normalize: bool = True, **extra: torch.Tensor) -> torch.Tensor:
+        """The pooled vector of each text (L2-normalised unless ``normalize`` is False)."""
         if inputs_embeds is not None:
             if not self._top:
                 from lorafit.cache import top_model
@@ -213,7 +205,7 @@ class LoraClassifier(nn.Module):
             hidden = self._top[0](inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
         else:
             hidden = self.peft_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        return pool(hidden, attention_mask, self.pooling)
+        return pool(hidden, attention_mask, self.pooling, normalize)
 
     def forward(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(attention_mask, **inputs))

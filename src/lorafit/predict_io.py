@@ -3,59 +3,63 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lorafit.errors import DataError
-from lorafit.rundir import current_umask
+from lorafit.rundir import atomic_file
 
 CHUNK = 4096
-"""Texts classified per call, so probabilities of huge files are not all held at once."""
+"""Texts classified per call, so probabilities of huge inputs are not all held at once."""
+
+
+def iter_predictions(clf, chunks: Iterable[list[str]], top_k: int | None = None,
+                     threshold: float | None = None) -> Iterator[dict]:
+    """Prediction records for chunks of texts, lazily and in input order (see :func:`prediction_records`).
+
+    Each call to ``clf.predict_proba`` sorts its texts by length into batches and gives rows back in input
+    order; only one chunk's probabilities are held at a time, so files larger than memory stream through.
+    """
+    for texts in chunks:
+        for start in range(0, len(texts), CHUNK):
+            chunk = texts[start:start + CHUNK]
+            probs = clf.predict_proba(chunk)
+            for text, row, label in zip(chunk, probs, clf.decide(probs, threshold)):
+                order = range(len(row)) if top_k is None else row.argsort()[::-1][:top_k]
+                yield {"text": text, "label": label, "score": float(row.max()),
+                       "probabilities": {clf.classes_[i]: float(row[i]) for i in order}}
 
 
 def prediction_records(clf, texts: list[str], top_k: int | None = None, threshold: float | None = None) -> list[dict]:
     """One dict per text: ``text``, ``label``, ``score`` and ``probabilities`` by label name.
 
     ``probabilities`` holds every label in ``classes_`` order, or the ``top_k`` most probable, best first.
-    ``label`` is the run's unknown label where the classifier abstains (see ``Classifier.decide``);
-    ``score`` is always the top probability.
+    ``label`` is the unknown label where the classifier abstains (``clf.decide``; ``threshold`` overrides
+    the run's own); ``score`` is always the top probability.
     """
-    records = []
-    for start in range(0, len(texts), CHUNK):
-        chunk = texts[start:start + CHUNK]
-        probs = clf.predict_proba(chunk)
-        for text, row, label in zip(chunk, probs, clf.decide(probs, threshold)):
-            order = range(len(row)) if top_k is None else row.argsort()[::-1][:top_k]
-            records.append({"text": text, "label": label, "score": float(row.max()),
-                            "probabilities": {clf.classes_[i]: float(row[i]) for i in order}})
-    return records
+    return list(iter_predictions(clf, [texts], top_k, threshold))
 
 
-def write_predictions(path: str | Path, records: list[dict], labels: list[str]) -> None:
+def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str]) -> int:
     """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...).
 
-    The file appears whole or not at all (written to a temporary sibling, then renamed).
+    ``records`` may be a generator: each record is written as it comes. The file appears whole or not at
+    all (written to a temporary sibling, then renamed). Returns the number of records written.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise DataError(f"--output must end in .jsonl or .csv, got {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+    count = 0
+    with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        if suffix == ".csv":
+            writer.writerow(["text", "label", "score"] + [f"p_{label}" for label in labels])
+        for r in records:
             if suffix == ".jsonl":
-                for record in records:
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.write(json.dumps(r, ensure_ascii=False) + "\n")
             else:
-                writer = csv.writer(handle)
-                writer.writerow(["text", "label", "score"] + [f"p_{label}" for label in labels])
-                for r in records:
-                    writer.writerow([r["text"], r["label"], f"{r['score']:.6g}"]
-                                    + [f"{r['probabilities'].get(label, float('nan')):.6g}" for label in labels])
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                writer.writerow([r["text"], r["label"], f"{r['score']:.6g}"]
+                                + [f"{r['probabilities'].get(label, float('nan')):.6g}" for label in labels])
+            count += 1
+    return count

@@ -1,8 +1,10 @@
-"""Console output for the CLI: the training progress bar and the tables (the library never prints)."""
+"""Console output for the CLI: the training and streaming progress bars and the tables (the library never prints)."""
 from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
@@ -210,3 +212,36 @@ def info_table(manifest: dict, metrics: dict) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+class StreamProgress:
+    """A progress bar over chunks of a file (share of the file read), with rows done and rows/s.
+
+    ``track(chunks)`` passes each chunk on and counts it once the consumer asks for the next one, that
+    is once its rows are written; ``rows`` and ``rate`` give the totals at the end.
+    """
+
+    def __init__(self, console: Console, description: str, enabled: bool = True) -> None:
+        self.progress = Progress(TextColumn(description), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                 TextColumn("{task.fields[rows]:,} rows"), TextColumn("{task.fields[rate]} rows/s"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                                 disable=not enabled, transient=False)
+        self.rows = 0
+        self.seconds = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Rows per second over the whole run (model loading excluded)."""
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def track(self, chunks: Iterable[tuple[list[str], float]]) -> Iterator[list[str]]:
+        start = time.perf_counter()
+        with self.progress:
+            task = self.progress.add_task("", total=1.0, rows=0, rate="-")
+            for texts, done in chunks:
+                yield texts
+                self.rows += len(texts)
+                self.seconds = time.perf_counter() - start
+                # readers buffer ahead, so "all read" comes before "all written": the bar ends with the loop
+                self.progress.update(task, completed=min(done, 0.999), rows=self.rows, rate=f"{self.rate:,.0f}")
+            self.progress.update(task, completed=1.0)

@@ -1,11 +1,12 @@
 """The run directory format: atomic write, manifest read, format-version check."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lorafit.errors import RunDirError
@@ -19,16 +20,20 @@ HEAD_WEIGHT = "base_model.model.classifier.weight"
 """The head's weight as peft saves it (``modules_to_save`` around ``classifier``): one row per label."""
 
 
-def check_writable(target: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing target unless ``overwrite``; call before training so no work is lost."""
+def check_writable(target: str | Path, overwrite: bool, marker: str = MANIFEST) -> Path:
+    """Refuse an existing target unless ``overwrite``; call before training so no work is lost.
+
+    Only a directory holding ``marker`` (a run directory's ``lorafit.json``, an export's own file) is replaced.
+    """
     target = Path(target)
     if target.exists() and not overwrite:
         raise RunDirError(f"{target} exists already; pass --overwrite to replace it, or choose another --out")
     if target.exists() and not target.is_dir():
         raise RunDirError(f"{target} exists and is not a directory; remove it or choose another --out")
-    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
-        raise RunDirError(f"{target} is not a lorafit run directory (no {MANIFEST}); --overwrite only replaces "
-                          "run directories: remove it yourself or choose another --out")
+    if target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        kind, kinds = ("run directory", "run directories") if marker == MANIFEST else ("export", "exports")
+        raise RunDirError(f"{target} is not a lorafit {kind} (no {marker}); --overwrite only replaces "
+                          f"{kinds}: remove it yourself or choose another --out")
     return target
 
 
@@ -39,12 +44,13 @@ def current_umask() -> int:
     return mask
 
 
-def write_atomically(target: str | Path, fill: Callable[[Path], None], overwrite: bool = False) -> Path:
+def write_atomically(target: str | Path, fill: Callable[[Path], None], overwrite: bool = False,
+                     marker: str = MANIFEST) -> Path:
     """Call ``fill(tmp)`` on a temporary sibling of ``target``, then rename it into place.
 
     A crash or Ctrl-C during ``fill`` leaves ``target`` untouched (and removes the temporary directory).
     """
-    target = check_writable(target, overwrite)
+    target = check_writable(target, overwrite, marker)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -61,6 +67,25 @@ def write_atomically(target: str | Path, fill: Callable[[Path], None], overwrite
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; renamed onto ``path`` when the block ends without error.
+
+    The file appears whole or not at all; an error or Ctrl-C removes the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, value: dict) -> None:
