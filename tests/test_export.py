@@ -240,3 +240,18 @@ def test_abstaining_runs_abstain_in_every_export(run_copy: Path, tmp_path: Path)
         result = runner.invoke(app, ["predict", str(path), "--threshold", "1", TEXTS[0]])
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["label"] == "not_sure"
+
+
+def test_the_service_serves_an_onnx_export_beside_a_run(exports, run_dir: Path, reference) -> None:
+    from fastapi.testclient import TestClient
+
+    from lorafit.registry import load_runs
+    from lorafit.serve import create_app
+
+    with TestClient(create_app(load_runs([("onnx", exports["onnx"]), ("run", run_dir)]))) as client:
+        models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert models["onnx"]["labels"] == models["run"]["labels"]
+        for name in ("onnx", "run"):
+            body = client.post("/v1/classify", json={"texts": TEXTS, "model": name}).json()
+            probs = np.array([list(r["probabilities"].values()) for r in body["results"]])
+            np.testing.assert_allclose(probs, reference, atol=1e-4)

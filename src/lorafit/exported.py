@@ -122,6 +122,11 @@ def load_merged(path: str | Path) -> MergedClassifier:
     return MergedClassifier(path, manifest, export_tokenizer(path), model)
 
 
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is an export directory (``lorafit export``) rather than a run directory."""
+    return (Path(path) / EXPORT_MANIFEST).is_file() and not (Path(path) / MANIFEST).is_file()
+
+
 def load_predictor(path: str | Path, trust_remote_code: bool = False) -> Classifier | ExportedClassifier:
     """A run directory (:class:`Classifier`), an ONNX export or a merged export, recognised by its files.
 
@@ -129,7 +134,7 @@ def load_predictor(path: str | Path, trust_remote_code: bool = False) -> Classif
         >>> load_predictor("exports/banking-onnx").predict(["I lost my card"])  # doctest: +SKIP
     """
     path = Path(path)
-    if (path / EXPORT_MANIFEST).is_file() and not (path / MANIFEST).is_file():
+    if is_export(path):
         fmt = read_export_manifest(path).get("format")
         if fmt == "onnx":
             from lorafit.onnx_model import load_onnx

@@ -175,8 +175,10 @@ def parse_spec(spec: str) -> tuple[str, Path]:
 
 
 def load_runs(specs: list[tuple[str, Path]]) -> list[ServedModel]:
-    """Load every ``(name, run_dir)``; runs on the same base share one encoder in memory."""
+    """Load every ``(name, run_dir)``; runs on the same base share one encoder in memory. An export directory
+    (``lorafit export``, merged or ONNX) is served as it is."""
     from lorafit.classifier import Classifier
+    from lorafit.exported import is_export, load_predictor
     from lorafit.rundir import read_manifest
 
     names = [name for name, _ in specs]
@@ -186,6 +188,11 @@ def load_runs(specs: list[tuple[str, Path]]) -> list[ServedModel]:
     bases: dict[str, SharedBase] = {}
     served = []
     for name, path in specs:
+        if is_export(path):  # a merged or ONNX export: its own weights, nothing to share
+            predictor = load_predictor(path)
+            served.append(ServedModel(name, predictor, str(predictor.manifest.get("base_model", {}).get("name", "")),
+                                      predictor.manifest.get("task", "")))
+            continue
         manifest = read_manifest(path)
         clf = Classifier.from_manifest(path, manifest)
         shared = _base_for(bases, Path(path), clf.base, own=clf.lora.bias != "none")
