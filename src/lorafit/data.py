@@ -172,7 +172,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     fmt = _check_file(path)
-    try:
+    with _reading(path, fmt):
         if fmt in ("csv", "tsv"):
             sep = "," if fmt == "csv" else "\t"
             text = decode(path, path.read_bytes())
@@ -182,11 +182,6 @@ def read_table(path: str | Path) -> pd.DataFrame:
             frame = _read_jsonl(path, decode(path, path.read_bytes()))
         else:
             frame = _read_parquet(path)
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"could not read {path} as {fmt.upper()}: {first}") from None
     if frame.empty:
         raise _no_rows(path, list(frame.columns))
     return frame
@@ -208,7 +203,7 @@ def _no_rows(path: Path, columns: list) -> DataError:
 
 @contextlib.contextmanager
 def _reading(path: Path, fmt: str) -> Iterator[None]:
-    """Turn the streaming readers' decoding and parsing errors into DataErrors that name the file and the fix."""
+    """Turn the readers' decoding and parsing errors into DataErrors that name the file and the fix."""
     try:
         yield
     except UnicodeDecodeError as exc:
