@@ -41,6 +41,13 @@ def _check_texts(texts: object, name: str = "texts") -> list[str]:
     return texts
 
 
+def _announce(message: str, callback: Callback | None) -> None:
+    """Log a choice lorafit made and show it to the user's callback (the CLI prints it)."""
+    logger.info(message)
+    if callback:
+        callback.on_info(message)
+
+
 def _split_params(params: dict) -> tuple[dict, dict, dict]:
     groups: tuple[dict, dict, dict] = ({}, {}, {})
     names = [{f.name for f in fields(cls)} for cls in (TrainConfig, LoraSettings, DataConfig)]
@@ -180,9 +187,7 @@ class Classifier:
         if fraction == 0:
             message = (f"no validation data (validation_fraction={self.data_config.validation_fraction}, smallest "
                        f"class {smallest} rows): training on all {len(data)} rows and keeping the last state")
-            logger.info(message)
-            if callback:
-                callback.on_info(message)
+            _announce(message, callback)
             return data, None
         train_index, val_index = stratified_split(data.labels, fraction, self.train_config.seed)
         train, val = data.subset(train_index), data.subset(val_index)
@@ -268,18 +273,12 @@ class Classifier:
         self.threshold = cfg.threshold
         if logits is None or y is None:
             if cfg.calibrate:
-                message = "no validation data: calibration skipped (temperature 1.0)"
-                logger.info(message)
-                if callback:
-                    callback.on_info(message)
+                _announce("no validation data: calibration skipped (temperature 1.0)", callback)
             return
         before = calibration.scores(softmax(logits), y)
         if cfg.calibrate and (logits.argmax(1) == y).all():
             # With no errors the likelihood only grows as T -> 0: there is no overconfidence to measure.
-            message = "validation data has no errors: nothing to calibrate on, temperature stays 1.0"
-            logger.info(message)
-            if callback:
-                callback.on_info(message)
+            _announce("validation data has no errors: nothing to calibrate on, temperature stays 1.0", callback)
         elif cfg.calibrate:
             self.temperature = calibration.fit_temperature(logits, y)
         probs = softmax(logits, self.temperature)
@@ -399,9 +398,9 @@ class Classifier:
         result["unknown_labels"] = unknown
         if unknown:
             result["unknown_label_rows"] = sum(label in set(unknown) for label in labels)
-        known = np.array([label in set(self.classes_) for label in labels])
         index = {label: i for i, label in enumerate(self.classes_)}
-        y = np.array([index[label] for label, ok in zip(labels, known) if ok], dtype=int)
+        known = np.array([label in index for label in labels], dtype=bool)
+        y = np.array([index[label] for label in labels if label in index], dtype=int)
         if len(y):
             result.update(calibration.scores(probs[known], y), temperature=self.temperature)
             result["uncalibrated"] = calibration.scores(softmax(logits[known]), y)
