@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from lorafit import Classifier
 from lorafit.cli import app
 from lorafit.errors import ConfigError, RunDirError
-from lorafit.export import EXPORT_MANIFEST, export_merged, export_onnx
+from lorafit.export import EXPORT_MANIFEST, export_merged, export_onnx, int8_saturates
 from lorafit.exported import load_predictor
 from lorafit.onnx_model import OnnxClassifier, load_onnx
 
@@ -154,6 +154,21 @@ def test_onnx_int8_agrees_with_fp32(exports, synthetic_test) -> None:
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops  # int8 weights, activations quantized at run time
     manifest = json.loads((exports["int8"] / EXPORT_MANIFEST).read_text())
     assert manifest["quantize"] == "int8" and manifest["fp32_matmuls"] > 0
+    assert manifest["reduce_range"] == int8_saturates()
+
+
+@pytest.mark.parametrize(("flags", "saturates"), [("fpu avx2 fma", True), ("avx2 avx512f avx512_vnni", False),
+                                                  ("avx2 avx_vnni", False), ("avx2 amx_int8 amx_tile", False)])
+def test_int8_weights_use_7_bits_on_x86_without_vnni(tmp_path: Path, monkeypatch, flags: str, saturates: bool) -> None:
+    import platform
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert int8_saturates(cpuinfo) is saturates
+    assert int8_saturates(tmp_path / "missing") is True  # unknown x86 CPU: 7 bits are safe everywhere
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert int8_saturates(cpuinfo) is False
 
 
 def test_onnx_classifier_keeps_classifier_conventions(exports) -> None:

@@ -152,16 +152,36 @@ def _kept_fp32(path: Path, blocks: int | None) -> list[str]:
     return [n for n in names if ("/output/dense/" in n and "/attention/" not in n) or (last and last in n)]
 
 
-def _quantize_int8(source: Path, target: Path, blocks: int | None) -> int:
+def int8_saturates(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether onnxruntime's int8 MatMul on this CPU can saturate with 8-bit weights: x86 without VNNI
+    (AVX2, AVX-512 before Cascade Lake) multiplies uint8 by int8 pairs into int16 sums (``vpmaddubsw``),
+    which overflow unless the weights use 7 bits. VNNI CPUs and ARM accumulate in int32. Where the
+    flags cannot be read on x86, the answer is yes (7 bits are safe everywhere)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        flags = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return True
+    return not any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def _quantize_int8(source: Path, target: Path, blocks: int | None) -> dict:
     """Dynamic int8 quantization of the encoder's matrix multiplications (weights per output channel,
-    activations at run time; embeddings and head stay fp32). Returns how many MatMuls stay fp32."""
+    activations at run time; embeddings and head stay fp32). Returns the facts for the export manifest:
+    how many MatMuls stay fp32, and whether the weights use 7 bits (``reduce_range``, on CPUs where 8-bit
+    weights saturate, see :func:`int8_saturates`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    kept = _kept_fp32(source, blocks)
+    kept, reduce_range = _kept_fp32(source, blocks), int8_saturates()
+    if reduce_range:
+        logger.info("this CPU has no VNNI: int8 weights use 7 bits (reduce_range) so its int8 MatMuls do not saturate")
     with _quiet_exporters():
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=kept)
-    return len(kept)
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=kept, reduce_range=reduce_range)
+    return {"fp32_matmuls": len(kept), "reduce_range": reduce_range}
 
 
 def label_map(config: LorafitConfig):
@@ -193,7 +213,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, quantize: str | None = Non
         if quantize:
             _write_onnx(model, tokenizer, tmp / "fp32.onnx")
             blocks = model.config.encoder.get("num_hidden_layers")
-            facts["fp32_matmuls"] = _quantize_int8(tmp / "fp32.onnx", tmp / ONNX_FILE, blocks)
+            facts = _quantize_int8(tmp / "fp32.onnx", tmp / ONNX_FILE, blocks)
             (tmp / "fp32.onnx").unlink()
         else:
             _write_onnx(model, tokenizer, tmp / ONNX_FILE)
