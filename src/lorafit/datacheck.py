@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from lorafit.data import LabeledData
+from lorafit.data import LabeledData, Text, encode
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,10 @@ EXAMPLES = 5
 _SPACE = re.compile(r"\s+")
 
 
-def normalize(text: str) -> str:
-    """The form texts are compared in: case-folded, whitespace collapsed and stripped."""
+def normalize(text: Text) -> str | tuple[str, str]:
+    """The form texts are compared in: case-folded, whitespace collapsed and stripped (a pair: each text)."""
+    if isinstance(text, tuple):
+        return tuple(normalize(part) for part in text)  # type: ignore[return-value]
     return _SPACE.sub(" ", text).strip().casefold()
 
 
@@ -85,12 +87,12 @@ class DataCheck:
         return asdict(self)
 
 
-def token_lengths(tokenizer, texts: list[str], limit: int | None) -> np.ndarray:
-    """Token counts of ``texts`` (special tokens included), measured up to ``limit + 1`` tokens."""
+def token_lengths(tokenizer, texts: list[Text], limit: int | None) -> np.ndarray:
+    """Token counts of ``texts`` or of encoded pairs (special tokens included), measured up to ``limit + 1``."""
     if not texts:
         return np.zeros(0, dtype=np.int64)
     cap = (limit or LENGTH_CAP) + 1
-    ids = tokenizer(list(texts), truncation=True, max_length=cap, add_special_tokens=True)["input_ids"]
+    ids = encode(tokenizer, texts, truncation=True, max_length=cap, add_special_tokens=True)["input_ids"]
     return np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
 
 
