@@ -143,7 +143,8 @@ def test_data_checks_compare_and_measure_whole_pairs(tiny_model_dir: Path) -> No
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     check = check_data(train, {"test": test}, tokenizer, "auto", 128)
     assert check.duplicates == 1 and check.conflicting == 0  # ("a b", "d") differs in its second text
-    assert check.splits[1].overlap_with_train == 1
+    assert check.splits[1].overlap_with_train == 1 and check.text_pairs
+    assert any("repeat a pair" in w and "('a b', 'c')" in w for w in check.warnings)
     long = LabeledData([("pizza " * 20, "song " * 20)] * 3 + [("a", "b")], ["s", "s", "d", "d"], "t")
     assert check_data(long, {}, tokenizer, "auto", 128).max_length == 48  # 43 tokens: both texts and 3 specials
 
@@ -307,3 +308,29 @@ def test_exports_of_a_pair_run_match_the_adapter_model(pair_run: Path, pair_clf:
     np.testing.assert_allclose(probs, reference[shown], atol=1e-4)
     result = runner.invoke(app, ["predict", str(onnx), PAIRS[0][0], "--text-pair", PAIRS[0][1]])
     assert result.exit_code == 0 and json.loads(result.stdout)["text_pair"] == PAIRS[0][1]
+
+
+def test_the_page_shows_a_second_box_for_a_pair_model(browser_page, pair_run: Path, pair_clf: Classifier,
+                                                       run_dir: Path) -> None:
+    from lorafit.registry import load_runs
+    from lorafit.serve import create_app
+    from test_serve_page import bars, start_server
+
+    url, server, thread = start_server(create_app(load_runs([("nli", pair_run), ("topics", run_dir)])))
+    try:
+        page = browser_page.page
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.is_visible("#text-pair")  # the first model takes pairs
+        page.fill("#text", PAIRS[0][0])
+        page.fill("#text-pair", PAIRS[0][1])
+        page.click("#classify")
+        page.wait_for_selector(".bar-row")
+        shown = dict(bars(browser_page))
+        expected = pair_clf.predict_proba(PAIRS[:1])[0]
+        assert [shown[c] for c in pair_clf.classes_] == pytest.approx(100 * expected, abs=0.06)
+        page.select_option("#model", "topics")
+        assert not page.is_visible("#text-pair") and browser_page.errors == []
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
