@@ -247,6 +247,8 @@ def test_cli_refuses_bad_pair_options(pair_run: Path, run_dir: Path, pair_csv: P
     assert code == 1 and "trained on text pairs" in err and "--text-pair" in err
     code, err = _main(capsys, ["predict", str(pair_run), "a", "b", "--text-pair", "c"])
     assert code == 1 and "got 2 text(s) but 1 --text-pair" in err
+    code, err = _main(capsys, ["predict", str(pair_run), "--input", str(pair_csv), "--text-pair", "c"])
+    assert code == 1 and "--text-pair goes with TEXT arguments" in err
     code, err = _main(capsys, ["predict", str(run_dir), "pizza", "--text-pair", "song"])
     assert code == 1 and "trained on single texts" in err
     code, err = _main(capsys, ["evaluate", str(pair_run), str(pair_csv), "--text-pair-column", " "])

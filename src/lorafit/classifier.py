@@ -83,7 +83,8 @@ class Classifier:
     """A LoRA fine-tuned text classifier.
 
     Settings are the fields of :class:`TrainConfig`, :class:`LoraSettings` and :class:`DataConfig`,
-    given as keywords or as the dataclasses themselves.
+    given as keywords or as the dataclasses themselves. Texts are strings, or ``(text, text_pair)`` tuples
+    for tasks over two texts (a model trained on pairs takes pairs in every method, see :attr:`pairs_`).
 
     Example:
         >>> clf = Classifier(epochs=2, r=8).fit(texts, labels)          # doctest: +SKIP

@@ -208,6 +208,9 @@ def predict(
         raise ConfigError("nothing to classify: give texts as arguments or --input FILE")
     if texts and input_file is not None:
         raise ConfigError("give texts as arguments or --input FILE, not both")
+    if text_pairs and input_file is not None:
+        raise ConfigError("--text-pair goes with TEXT arguments; with --input the second texts come from the file's "
+                          "--text-pair-column (default: the one used in training)")
     if text_pairs is not None and len(text_pairs) != len(texts or []):
         raise ConfigError(f"got {len(texts or [])} text(s) but {len(text_pairs)} --text-pair; give one --text-pair per "
                           "TEXT, e.g. lorafit predict RUN \"a premise\" --text-pair \"a hypothesis\"")
