@@ -24,8 +24,10 @@ def test_standard_sequence_classification_loader_refuses(run_dir: Path) -> None:
         AutoPeftModelForSequenceClassification.from_pretrained(str(run_dir))
 
 
-def plain_predict_proba(run_dir: str, texts: list[str]) -> tuple[np.ndarray, dict[int, str]]:
-    """What a user writes to use a lorafit run without lorafit (transformers + peft only)."""
+def plain_predict_proba(run_dir: str, texts: list[str], text_pairs: list[str] | None = None
+                        ) -> tuple[np.ndarray, dict[int, str]]:
+    """What a user writes to use a lorafit run without lorafit (transformers + peft only); ``text_pairs``: the
+    second texts for a run trained on pairs."""
     import json
 
     import torch
@@ -39,7 +41,8 @@ def plain_predict_proba(run_dir: str, texts: list[str]) -> tuple[np.ndarray, dic
     base.classifier = torch.nn.Linear(base.config.hidden_size, len(id2label))
     model = PeftModel.from_pretrained(base, run_dir).eval()
 
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=info["max_length"], return_tensors="pt")
+    batch = tokenizer(texts, text_pairs, padding=True, truncation=True, max_length=info["max_length"],
+                      return_tensors="pt")
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
         if info["pooling"] == "mean":

@@ -14,7 +14,7 @@ base = AutoModel.from_pretrained(meta["base_model"]["path"])
 base.classifier = torch.nn.Linear(base.config.hidden_size, len(labels))   # shape only; weights come from the adapter
 model = PeftModel.from_pretrained(base, run).eval()
 
-batch = tokenizer(["some text"], padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
+batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
 with torch.no_grad():
     hidden = model(**batch).last_hidden_state
     if meta["pooling"] == "mean":
@@ -28,6 +28,13 @@ print({labels[i]: float(p) for i, p in enumerate(probs[0])})
 ```'''
 
 
+def _examples(manifest: dict) -> tuple[str, str]:
+    """Example inputs for the card's code: lorafit's (``clf.predict``) and the tokenizer's arguments."""
+    if manifest.get("text_pairs"):
+        return '[("first text", "second text")]', '["first text"], ["second text"]'
+    return '["some text"]', '["some text"]'
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -36,7 +43,10 @@ def _data(manifest: dict) -> str:
     data, cfg = manifest.get("data", {}), manifest["train_config"]
     train, val, test = data.get("train") or {}, data.get("validation"), data.get("test")
     auto = " (`auto`: the 99th percentile of the training texts' token lengths)" if manifest.get("max_length_auto") else ""
-    lines = [f"- Training: {train.get('source', '?')}, {train.get('rows', '?')} rows "
+    pair = manifest.get("text_pair_column")
+    lines = [f"- Input: text pairs, columns `{manifest.get('text_column')}` and `{pair}`, encoded together as "
+             "`tokenizer(text, text_pair)`"] if manifest.get("text_pairs") else []
+    lines += [f"- Training: {train.get('source', '?')}, {train.get('rows', '?')} rows "
              f"({train.get('dropped_empty', 0)} empty texts dropped, {train.get('truncated', 0)} truncated at "
              f"max_length {cfg['max_length']} tokens{auto})",
              f"- Validation: {val.get('source', '?')}, {val.get('rows', '?')} rows" if val
@@ -56,6 +66,7 @@ def model_card(manifest: dict, metrics: dict) -> str:
     val = (manifest.get("data") or {}).get("validation")
     measured_on = f"on the validation data ({val.get('source', '?')}, {val.get('rows', '?')} rows)" if val \
         else "none: there was no validation data, so nothing was measured; run `lorafit evaluate` on labeled data"
+    example, tokenizer_args = _examples(manifest)
     shown = ", ".join(f"`{x}`" for x in labels[:20]) + (f" and {len(labels) - 20} more" if len(labels) > 20 else "")
     return f"""# lorafit text classifier
 
@@ -100,9 +111,9 @@ With lorafit:
 ```python
 from lorafit import Classifier
 clf = Classifier.load("THIS_DIRECTORY")
-clf.predict(["some text"]), clf.predict_proba(["some text"])
+clf.predict({example}), clf.predict_proba({example})
 ```
 With plain transformers + peft (the head is lorafit's mean-pooled linear layer, so
 `AutoPeftModelForSequenceClassification` refuses this directory on purpose):
-{PLAIN_PEFT}
+{PLAIN_PEFT.replace("TEXTS", tokenizer_args)}
 """

@@ -299,15 +299,16 @@ def check_fresh_start(directory: Path, resume: bool, overwrite: bool) -> Path:
     return directory
 
 
-def fingerprint(settings: dict, texts: list[str], labels: list[str], val_texts: list[str] | None,
+def fingerprint(settings: dict, texts: list, labels: list[str], val_texts: list | None,
                 val_labels: list[str] | None, base_hash: str) -> dict:
     """What a checkpoint must agree with to be resumed: settings, a hash of the data, the base model hash."""
     digest = hashlib.sha256()
     for part in (texts, labels, val_texts or [], val_labels or []):
         digest.update(str(len(part)).encode())
         for item in part:
-            digest.update(item.encode("utf-8", "surrogatepass"))
-            digest.update(b"\x00")
+            for piece in item if isinstance(item, tuple) else (item,):  # a (text, text_pair) pair: both texts
+                digest.update(piece.encode("utf-8", "surrogatepass"))
+                digest.update(b"\x00")
     return {"settings": settings, "data_hash": digest.hexdigest()[:16], "rows": len(texts),
             "validation_rows": len(val_texts or []), "base_model_hash": base_hash}
 

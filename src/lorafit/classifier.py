@@ -14,7 +14,8 @@ import torch
 from lorafit import __version__, calibration, card, metrics
 from lorafit.checkpoint import Checkpoints, fingerprint
 from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, resolve_validation_fraction, to_dict
-from lorafit.data import Encoded, LabeledData, check_trainable, label_order, stratified_split, tokenize
+from lorafit.data import Encoded, LabeledData, Text, check_pairs, check_trainable, is_pairs, label_order, \
+    stratified_split, tokenize
 from lorafit.datacheck import DataCheck, check_data
 from lorafit.errors import ConfigError, DataError, RunDirError
 from lorafit.inference import INFERENCE_PRECISION, check_inference_precision, forward_all, resolve_precision, \
@@ -31,14 +32,30 @@ NOT_FINGERPRINTED = ("checkpoint_every", "trust_remote_code")
 """Settings that may change between an interrupted run and its ``--resume``."""
 
 
-def _check_texts(texts: object, name: str = "texts") -> list[str]:
+def _check_texts(texts: object, name: str = "texts") -> list[Text]:
+    """``texts`` as a list of strings, or of ``(text, text_pair)`` tuples (from tuples, lists or array rows of
+    two strings); a single string, a mix of both kinds, or anything else is a TypeError that says so."""
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a list of strings, got a single string; wrap it in a list: [text]")
-    texts = list(texts)  # type: ignore[arg-type]
+    texts = [tuple(t) if isinstance(t, (tuple, list, np.ndarray)) else t for t in texts]  # type: ignore[union-attr]
+    pairs = sum(isinstance(t, tuple) for t in texts)
+    if pairs:
+        return _check_pairs(texts, pairs, name)
     bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
     if bad:
         raise TypeError(f"{name} must all be strings; got {len(bad)} of type {', '.join(sorted(set(bad)))}")
     return texts
+
+
+def _check_pairs(texts: list, pairs: int, name: str) -> list[tuple[str, str]]:
+    if pairs != len(texts):
+        raise TypeError(f"{name} mixes {len(texts) - pairs} single text(s) with {pairs} (text, text_pair) pair(s); "
+                        "give all single strings or all pairs")
+    bad = [t for t in texts if len(t) != 2 or not all(isinstance(x, str) for x in t)]
+    if bad:
+        raise TypeError(f"{name} as pairs must each be two strings (text, text_pair); got {len(bad)} other "
+                        f"item(s), e.g. {bad[0]!r:.80}")
+    return [(str(a), str(b)) for a, b in texts]
 
 
 def _announce(message: str, callback: Callback | None) -> None:
@@ -66,7 +83,8 @@ class Classifier:
     """A LoRA fine-tuned text classifier.
 
     Settings are the fields of :class:`TrainConfig`, :class:`LoraSettings` and :class:`DataConfig`,
-    given as keywords or as the dataclasses themselves.
+    given as keywords or as the dataclasses themselves. Texts are strings, or ``(text, text_pair)`` tuples
+    for tasks over two texts (a model trained on pairs takes pairs in every method, see :attr:`pairs_`).
 
     Example:
         >>> clf = Classifier(epochs=2, r=8).fit(texts, labels)          # doctest: +SKIP
@@ -84,6 +102,8 @@ class Classifier:
         self.lora = LoraSettings(**{**to_dict(lora or LoraSettings()), **l})
         self.data_config = DataConfig(**{**to_dict(data or DataConfig()), **d})
         self.classes_: list[str] = []
+        self.pairs_ = False
+        """Whether the model takes ``(text, text_pair)`` pairs (it was trained on pairs) instead of single texts."""
         self.model = None
         self.tokenizer = None
         self.base: dict = {}
@@ -114,6 +134,9 @@ class Classifier:
             resume: bool = False) -> "Classifier":
         """Fine-tune on ``texts``/``labels``; ``validation`` is ``(texts, labels)`` or a stratified split.
 
+        ``texts`` are strings, or ``(text, text_pair)`` pairs for tasks over two texts (NLI, paraphrase,
+        relevance): the model then takes pairs everywhere (predict, predict_proba, evaluate, embed).
+
         ``test`` (``(texts, labels)``) is only checked for leakage (texts also in the training data).
         Returns ``self``; the best checkpoint on validation (by ``metric``) is the one kept. With
         ``checkpoint_dir``, the training state is written there every ``checkpoint_every`` steps; ``resume``
@@ -130,6 +153,7 @@ class Classifier:
             train_data, val_data = self._holdout(data, callback)
         else:
             val_texts, val_labels = _check_texts(validation[0], "validation texts"), [str(x) for x in validation[1]]
+            check_pairs(val_texts, is_pairs(texts), "validation texts")
             if len(val_texts) != len(val_labels) or not val_texts:
                 raise DataError(f"validation has {len(val_texts)} texts and {len(val_labels)} labels; they must "
                                 "pair up, and there must be at least one")
@@ -137,6 +161,8 @@ class Classifier:
             val_data = LabeledData(val_texts, val_labels, "validation data")
         test_data = LabeledData(_check_texts(test[0], "test texts"), [str(x) for x in test[1]], "test data") \
             if test is not None else None
+        if test_data is not None:
+            check_pairs(test_data.texts, is_pairs(texts), "test texts")
         return self._fit(train_data, val_data, test_data, callback)
 
     def fit_files(self, train_path: str | Path, validation_path: str | Path | None = None,
@@ -170,13 +196,15 @@ class Classifier:
         from lorafit.data import read_labeled
 
         cfg = self.data_config
-        train = read_labeled(train_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
+        train = read_labeled(train_path, cfg.text_column, cfg.label_column, cfg.empty_texts, cfg.text_pair_column)
         check_trainable(train)
         if validation_path is None:
             train, val = self._holdout(train, callback)
         else:
-            val = read_labeled(validation_path, cfg.text_column, cfg.label_column, cfg.empty_texts)
-        test = read_labeled(test_path, cfg.text_column, cfg.label_column, "drop") if test_path else None
+            val = read_labeled(validation_path, cfg.text_column, cfg.label_column, cfg.empty_texts,
+                               cfg.text_pair_column)
+        test = read_labeled(test_path, cfg.text_column, cfg.label_column, "drop", cfg.text_pair_column) \
+            if test_path else None
         return train, val, test
 
     def _holdout(self, data: LabeledData, callback: Callback | None) -> tuple[LabeledData, LabeledData | None]:
@@ -198,6 +226,10 @@ class Classifier:
     def _fit(self, train: LabeledData, val: LabeledData | None, test: LabeledData | None,
              callback: Callback | None) -> "Classifier":
         cfg = self.train_config
+        self.pairs_ = is_pairs(train.texts)
+        if self.data_config.text_pair_column and not self.pairs_:
+            raise ConfigError(f"text_pair_column is {self.data_config.text_pair_column!r}, but the training texts "
+                              "are single strings; give (text, text_pair) pairs, or leave text_pair_column out")
         self.classes_ = label_order(train.labels)
         index = {label: i for i, label in enumerate(self.classes_)}
         unseen = sorted(set(val.labels) - set(index)) if val is not None else []
@@ -320,6 +352,11 @@ class Classifier:
         """The training data's text column: where ``lorafit predict --input`` looks for texts by default."""
         return self.data_config.text_column
 
+    @property
+    def text_pair_column(self) -> str | None:
+        """The training data's second-text column, for a model trained on pairs from a file (else None)."""
+        return self.data_config.text_pair_column
+
     def _require_fitted(self) -> None:
         if self.model is None:
             raise RunDirError("this Classifier is not trained yet; call fit(...) or Classifier.load(run_dir)")
@@ -328,6 +365,7 @@ class Classifier:
         """Logits (``forward``) or pooled embeddings (``embed``) of ``texts``, in fp32, input order."""
         self._require_fitted()
         texts = _check_texts(texts)
+        check_pairs(texts, self.pairs_)
         if not texts:
             width = len(self.classes_) if method == "forward" else self.model.encoder.config.hidden_size
             return np.zeros((0, width), dtype=np.float32)
@@ -438,6 +476,7 @@ class Classifier:
         return {"format_version": FORMAT_VERSION, "lorafit_version": __version__,
                 "task": "single_label_classification", "base_model": self.base, "labels": self.classes_,
                 "text_column": self.data_config.text_column, "label_column": self.data_config.label_column,
+                "text_pair_column": self.data_config.text_pair_column, "text_pairs": self.pairs_,
                 "max_length": self.train_config.max_length, "max_length_auto": self._max_length_setting == "auto",
                 "pooling": self.train_config.pooling, "train_precision": self._train_precision,
                 "calibration": {"temperature": self.temperature, **{k: v for k, v in self.calibration_.items()
@@ -504,6 +543,7 @@ class Classifier:
         clf = cls(train=from_dict(TrainConfig, manifest["train_config"]), lora=from_dict(LoraSettings, manifest["lora"]),
                   data=from_dict(DataConfig, manifest.get("data_config", {})))
         clf.classes_ = list(manifest["labels"])
+        clf.pairs_ = bool(manifest.get("text_pairs", False))
         try:
             clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
         except Exception as exc:  # tokenizers' own exception types vary: name the files whatever they are

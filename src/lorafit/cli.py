@@ -43,6 +43,8 @@ TestFile = Annotated[Optional[Path], typer.Option("--test", help="Labeled test f
 ValidationFraction = Annotated[str, typer.Option("--validation-fraction", help="Share of each class held out when no --validation is given; 0: none (train on all rows, keep the last state); auto: 0.1 if every class has >= 20 rows, else 0.")]
 TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
 LabelColumn = Annotated[str, typer.Option("--label-column", help="Column holding the label.")]
+TextPairColumn = Annotated[Optional[str], typer.Option("--text-pair-column", help="Column holding the second text of tasks over two texts (NLI, paraphrase, query-document relevance); each row is encoded as the pair (text, text pair).")]
+RunTextPairColumn = Annotated[Optional[str], typer.Option("--text-pair-column", help="Second-text column of a model trained on pairs (default: the one used in training).")]
 Model = Annotated[str, typer.Option("--model", help="Base encoder: alias 'minilm', a local model directory or a hub id.")]
 MaxLength = Annotated[str, typer.Option("--max-length", help="Longest input in tokens (longer texts are truncated and counted); auto: the 99th percentile of the training texts' token lengths, rounded up to a multiple of 8, capped by the model.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for split, initialisation and batch order.")]
@@ -58,6 +60,7 @@ def train(
     validation_fraction: ValidationFraction = _default(DataConfig, "validation_fraction"),
     text_column: TextColumn = _default(DataConfig, "text_column"),
     label_column: LabelColumn = _default(DataConfig, "label_column"),
+    text_pair_column: TextPairColumn = None,
     empty_texts: Annotated[str, typer.Option(help="Empty or whitespace-only texts: drop (counted, warned) or error.")] = _default(DataConfig, "empty_texts"),
     model: Model = _default(TrainConfig, "model"),
     pooling: Annotated[str, typer.Option(help="mean (suits sentence-transformer encoders) or cls.")] = _default(TrainConfig, "pooling"),
@@ -114,7 +117,7 @@ def train(
                      layers_to_transform=layers_to_transform,
                      use_rslora=use_rslora, use_dora=use_dora),
         DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
-                   empty_texts=empty_texts))
+                   empty_texts=empty_texts, text_pair_column=text_pair_column))
     Classifier.check_output(out_dir, overwrite)
     checkpoints = check_fresh_start(checkpoint_dir(out_dir), resume, overwrite)
     with RichCallback(err, enabled=progress, metric=metric) as callback:
@@ -132,6 +135,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Labeled file to evaluate on.")],
     text_column: Annotated[Optional[str], typer.Option(help="Text column (default: the one used in training).")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Label column (default: the one used in training).")] = None,
+    text_pair_column: RunTextPairColumn = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
     classes: Annotated[int, typer.Option(min=0, help="Rows of the per-class table (worst F1 first); --json has all.")] = 15,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstention threshold (default: the run's own, if any); 0: never abstain.")] = None,
@@ -146,7 +150,8 @@ def evaluate(
 
     clf = Classifier.load(run_dir, trust_remote_code=trust_remote_code)
     labeled = read_labeled(data, text_column or clf.data_config.text_column,
-                           label_column or clf.data_config.label_column, empty_texts="drop")
+                           label_column or clf.data_config.label_column, empty_texts="drop",
+                           text_pair_column=_pair_column(clf, text_pair_column))
     probabilities = clf.predict_proba(labeled.texts)
     result = clf.evaluate(labeled.texts, labeled.labels, threshold=threshold, oos_label=oos_label,
                           probabilities=probabilities)
@@ -181,9 +186,11 @@ def _evaluation_report(clf, run_dir: Path, labeled, probabilities, path: Path) -
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="Run directory from `lorafit train`, or an export from `lorafit export` (merged or onnx).")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to classify.")] = None,
+    text_pairs: Annotated[Optional[list[str]], typer.Option("--text-pair", help="For a model trained on pairs: the second text of each TEXT, once per TEXT, in order.")] = None,
     input_file: Annotated[Optional[Path], typer.Option("--input", "-i", help="File of texts (.csv, .tsv, .jsonl, .parquet), read in chunks: it may be larger than memory.")] = None,
     output_file: Annotated[Optional[Path], typer.Option("--output", help="Write predictions to .csv or .jsonl (default: stdout, JSON lines).")] = None,
     text_column: Annotated[Optional[str], typer.Option(help="Text column of --input (default: the one used in training).")] = None,
+    text_pair_column: RunTextPairColumn = None,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K most probable labels in `probabilities` (default: all).")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstain (label: the run's unknown label) below this top probability; default: the run's own threshold, if any; 0: never.")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
@@ -192,7 +199,7 @@ def predict(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (with --output).")] = True,
 ) -> None:
     """Label, score and the full probability distribution for each text, in input order."""
-    from lorafit.data import read_text_chunks
+    from lorafit.data import pair_up, read_text_chunks
     from lorafit.exported import load_predictor
     from lorafit.predict_io import iter_predictions, prediction_records, write_predictions
     from lorafit.progress import StreamProgress
@@ -201,20 +208,39 @@ def predict(
         raise ConfigError("nothing to classify: give texts as arguments or --input FILE")
     if texts and input_file is not None:
         raise ConfigError("give texts as arguments or --input FILE, not both")
+    if text_pairs and input_file is not None:
+        raise ConfigError("--text-pair goes with TEXT arguments; with --input the second texts come from the file's "
+                          "--text-pair-column (default: the one used in training)")
+    if text_pairs is not None and len(text_pairs) != len(texts or []):
+        raise ConfigError(f"got {len(texts or [])} text(s) but {len(text_pairs)} --text-pair; give one --text-pair per "
+                          "TEXT, e.g. lorafit predict RUN \"a premise\" --text-pair \"a hypothesis\"")
     clf = load_predictor(run_dir, trust_remote_code=trust_remote_code)
     _set_precision(clf, precision)
     if texts:
-        _print_jsonl(prediction_records(clf, texts, top_k, threshold))
+        _print_jsonl(prediction_records(clf, pair_up(texts, text_pairs) if text_pairs else texts, top_k, threshold))
         return
     meter = StreamProgress(err, "predicting", enabled=progress and output_file is not None)
-    chunks = read_text_chunks(input_file, text_column or clf.text_column, chunk_rows)
+    pair_column = _pair_column(clf, text_pair_column)
+    chunks = read_text_chunks(input_file, text_column or clf.text_column, chunk_rows, pair_column)
     records = iter_predictions(clf, meter.track(chunks), top_k, threshold)
     if output_file is None:
         _print_jsonl(records)
         err.print(f"classified {meter.rows} texts ({meter.rate:,.0f} rows/s)")
     else:
-        count = write_predictions(output_file, records, clf.classes_)
+        count = write_predictions(output_file, records, clf.classes_, pairs=pair_column is not None)
         err.print(f"wrote {count} predictions to {output_file} ({meter.rate:,.0f} rows/s)")
+
+
+def _pair_column(predictor, option: str | None) -> str | None:
+    """The second-text column to read from a file: ``option``, else the run's own for a model on pairs."""
+    if option is not None and not option.strip():
+        raise ConfigError("--text-pair-column must name a column, got an empty name")
+    if option is not None or not predictor.pairs_:
+        return option
+    if predictor.text_pair_column is None:
+        raise ConfigError("this model takes text pairs and its run names no second-text column (it was trained "
+                          "in Python); pass --text-pair-column")
+    return predictor.text_pair_column
 
 
 def _set_precision(predictor, precision: str) -> None:
@@ -240,6 +266,7 @@ def embed(
     input_file: Annotated[Path, typer.Option("--input", "-i", help="File of texts (.csv, .tsv, .jsonl, .parquet), read in chunks.")],
     output_file: Annotated[Path, typer.Option("--output", help="Vectors to .npy (a float32 matrix) or .parquet (text, embedding).")],
     text_column: Annotated[Optional[str], typer.Option(help="Text column of --input (default: the one used in training).")] = None,
+    text_pair_column: RunTextPairColumn = None,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalise each vector (dot product = cosine similarity).")] = True,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows of --input read and embedded at a time.")] = CHUNK_ROWS,
     precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16 or auto (bf16 where native: faster, probabilities off by up to ~1e-2).")] = "fp32",
@@ -255,7 +282,7 @@ def embed(
     clf = Classifier.load(run_dir)
     _set_precision(clf, precision)
     meter = StreamProgress(err, "embedding", enabled=progress)
-    chunks = read_text_chunks(input_file, text_column or clf.text_column, chunk_rows)
+    chunks = read_text_chunks(input_file, text_column or clf.text_column, chunk_rows, _pair_column(clf, text_pair_column))
     rows, dim = write_embeddings(output_file, ((t, clf.embed(t, normalize=normalize)) for t in meter.track(chunks)))
     err.print(f"wrote {rows} vectors of dimension {dim} to {output_file} ({meter.rate:,.0f} rows/s)")
 
@@ -333,6 +360,7 @@ def inspect(
     validation_fraction: ValidationFraction = _default(DataConfig, "validation_fraction"),
     text_column: TextColumn = _default(DataConfig, "text_column"),
     label_column: LabelColumn = _default(DataConfig, "label_column"),
+    text_pair_column: TextPairColumn = None,
     model: Model = _default(TrainConfig, "model"),
     max_length: MaxLength = _default(TrainConfig, "max_length"),
     seed: Seed = _default(TrainConfig, "seed"),
@@ -343,7 +371,7 @@ def inspect(
 
     clf = Classifier(TrainConfig(model=model, max_length=max_length, seed=seed),
                      data=DataConfig(text_column=text_column, label_column=label_column,
-                                     validation_fraction=validation_fraction))
+                                     validation_fraction=validation_fraction, text_pair_column=text_pair_column))
     for item in data_check_renderables(clf.inspect_files(train_file, validation, test)):
         out.print(item)
 

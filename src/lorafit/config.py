@@ -36,6 +36,9 @@ class DataConfig:
     """Column that holds the text to classify."""
     label_column: str = "label"
     """Column that holds the label (strings or integers)."""
+    text_pair_column: str | None = None
+    """Column that holds the second text of tasks over two texts (NLI, paraphrase, query-document relevance);
+    each row is then encoded as the pair (text, text pair). None: one text per row."""
     validation_fraction: float | str = "auto"
     """Share of each class held out for validation (early stopping, best checkpoint) when no validation
     file is given; ``0`` trains on every row for the full step budget and keeps the last state;
@@ -47,6 +50,13 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(bool(self.text_column), "text_column must not be empty")
         _check(bool(self.label_column), "label_column must not be empty")
+        if self.text_pair_column is not None:
+            _check(bool(str(self.text_pair_column).strip()),
+                   "text_pair_column must not be empty; name the column of the second text, e.g. --text-pair-column "
+                   "hypothesis, or leave it out for one text per row")
+            used = {self.text_column: "text_column", self.label_column: "label_column"}
+            _check(self.text_pair_column not in used, f"text_pair_column {self.text_pair_column!r} is also the "
+                   f"{used.get(self.text_pair_column)}; the second text needs a column of its own")
         self.validation_fraction = parse_validation_fraction(self.validation_fraction)
         _check(self.empty_texts in ("drop", "error"),
                f"empty_texts must be 'drop' or 'error', got {self.empty_texts!r}")

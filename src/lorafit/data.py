@@ -29,6 +29,9 @@ CHUNK_ROWS = 8192
 """Rows read at a time when a file is streamed (``lorafit predict --input``, ``lorafit embed``)."""
 _INTEGER = re.compile(r"^-?\d+$")
 
+Text = str | tuple[str, str]
+"""One input: a text, or a ``(text, text_pair)`` pair for tasks over two texts (NLI, paraphrase, relevance)."""
+
 
 def file_format(path: str | Path) -> str:
     """The format of ``path`` from its extension, or a DataError naming the ones lorafit reads."""
@@ -216,9 +219,11 @@ def _reading(path: Path, fmt: str) -> Iterator[None]:
         raise DataError(f"could not read {path} as {fmt.upper()}: {first}") from None
 
 
-def read_text_chunks(path: str | Path, text_column: str = "text",
-                     rows: int = CHUNK_ROWS) -> Iterator[tuple[list[str], float]]:
+def read_text_chunks(path: str | Path, text_column: str = "text", rows: int = CHUNK_ROWS,
+                     text_pair_column: str | None = None) -> Iterator[tuple[list[Text], float]]:
     """The texts of a file, ``rows`` at a time in file order, each chunk with the share of the file read.
+
+    With ``text_pair_column``, each item is a ``(text, text_pair)`` pair read from the two columns.
 
     Only one chunk is in memory at a time, so files larger than memory stream through (as UTF-8, a UTF-8
     byte-order mark allowed; :func:`read_table` also takes UTF-16/32 with a mark). Errors (missing column,
@@ -230,7 +235,7 @@ def read_text_chunks(path: str | Path, text_column: str = "text",
     path = Path(path)
     fmt = _check_file(path)
     if fmt == "parquet":
-        yield from _parquet_chunks(path, text_column, rows)
+        yield from _parquet_chunks(path, text_column, rows, text_pair_column)
         return
     size, seen = path.stat().st_size, 0
     with path.open("rb") as handle, _reading(path, fmt):
@@ -245,25 +250,31 @@ def read_text_chunks(path: str | Path, text_column: str = "text",
             if frame.empty:
                 continue
             seen += len(frame)
-            yield _column(frame, text_column, path, "--text-column"), min(1.0, handle.tell() / size)
+            yield _texts(frame, path, text_column, text_pair_column), min(1.0, handle.tell() / size)
     if not seen:
         raise _no_rows(path, columns)
 
 
-def _parquet_chunks(path: Path, text_column: str, rows: int) -> Iterator[tuple[list[str], float]]:
+def _parquet_chunks(path: Path, text_column: str, rows: int,
+                    text_pair_column: str | None) -> Iterator[tuple[list[Text], float]]:
     import pyarrow.parquet as pq
 
     with _reading(path, "parquet"):
         parquet = pq.ParquetFile(path)
         columns, total = parquet.schema_arrow.names, parquet.metadata.num_rows
-        if text_column not in columns:
-            raise DataError(f"column '{text_column}' not found in {path.name}; columns are: {', '.join(columns)}; "
-                            "pass --text-column")
+        wanted = [(text_column, "--text-column")] + ([(text_pair_column, "--text-pair-column")]
+                                                      if text_pair_column else [])
+        for name, flag in wanted:
+            if name not in columns:
+                raise DataError(f"column '{name}' not found in {path.name}; columns are: {', '.join(columns)}; "
+                                f"pass {flag}")
         if not total:
             raise _no_rows(path, columns)
         done = 0
-        for batch in parquet.iter_batches(batch_size=rows, columns=[text_column]):
+        for batch in parquet.iter_batches(batch_size=rows, columns=[name for name, _ in wanted]):
             texts = [_as_text(v) for v in batch.column(0).to_pylist()]
+            if text_pair_column:
+                texts = pair_up(texts, [_as_text(v) for v in batch.column(1).to_pylist()])
             done += len(texts)
             yield texts, done / total
 
@@ -273,6 +284,36 @@ def _column(frame: pd.DataFrame, name: str, path: Path, flag: str) -> list[str]:
         columns = ", ".join(map(str, frame.columns))
         raise DataError(f"column '{name}' not found in {path.name}; columns are: {columns}; pass {flag}")
     return [_as_text(v) for v in frame[name].tolist()]
+
+
+def _texts(frame: pd.DataFrame, path: Path, text_column: str, text_pair_column: str | None) -> list[Text]:
+    """The texts of ``frame``, or ``(text, text_pair)`` pairs with ``text_pair_column``."""
+    texts = _column(frame, text_column, path, "--text-column")
+    if text_pair_column is None:
+        return texts
+    return pair_up(texts, _column(frame, text_pair_column, path, "--text-pair-column"))
+
+
+def pair_up(texts: list[str], text_pairs: list[str]) -> list[tuple[str, str]]:
+    """``[(text, text_pair), ...]`` from two lists of the same length."""
+    return list(zip(texts, text_pairs, strict=True))
+
+
+def is_pairs(texts: list[Text]) -> bool:
+    """Whether ``texts`` holds ``(text, text_pair)`` pairs (checked on the first item; see ``_check_texts``)."""
+    return bool(texts) and isinstance(texts[0], tuple)
+
+
+def check_pairs(texts: list[Text], pairs: bool, name: str = "texts") -> None:
+    """Refuse single texts for a model trained on pairs, and pairs for one trained on single texts."""
+    if not texts or is_pairs(texts) == pairs:
+        return
+    if pairs:
+        raise DataError(f"this model was trained on text pairs, so {name} must be (text, text_pair) pairs, e.g. "
+                        '[("a premise", "a hypothesis")]; got single texts (on the command line: --text-pair or '
+                        "--text-pair-column; in a request: text_pairs)")
+    raise DataError(f"this model was trained on single texts, so {name} must be a list of strings; got "
+                    "(text, text_pair) pairs: train on pairs (text_pair_column / --text-pair-column) to classify them")
 
 
 def _as_text(value: object) -> str:
@@ -285,13 +326,13 @@ def _as_text(value: object) -> str:
 
 @dataclass
 class LabeledData:
-    """Texts and their labels as read from one file, with what was dropped on the way."""
+    """Texts (or ``(text, text_pair)`` pairs) and their labels as read from one file, with what was dropped."""
 
-    texts: list[str]
+    texts: list[Text]
     labels: list[str]
     source: str
     dropped_empty: int = 0
-    """Rows dropped because the text was empty or whitespace only."""
+    """Rows dropped because the text (or, for pairs, either text) was empty or whitespace only."""
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -307,8 +348,10 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
 
 
 def read_labeled(path: str | Path, text_column: str = "text", label_column: str = "label",
-                 empty_texts: str = "drop") -> LabeledData:
+                 empty_texts: str = "drop", text_pair_column: str | None = None) -> LabeledData:
     """Read a labeled file. Rows with empty texts are dropped with a warning (or refused), never silently.
+
+    With ``text_pair_column`` the texts are ``(text, text_pair)`` pairs, and a row is empty when either is.
 
     Example:
         >>> data = read_labeled("examples/banking77/train.csv")  # doctest: +SKIP
@@ -316,24 +359,30 @@ def read_labeled(path: str | Path, text_column: str = "text", label_column: str 
     """
     path = Path(path)
     frame = read_table(path)
-    texts = _column(frame, text_column, path, "--text-column")
+    texts = _texts(frame, path, text_column, text_pair_column)
     labels = _column(frame, label_column, path, "--label-column")
     missing_label = [i for i, label in enumerate(labels) if not label.strip()]
     if missing_label:
         rows = ", ".join(str(i + 2) for i in missing_label[:5])
         raise DataError(f"{len(missing_label)} row(s) of {path.name} have an empty '{label_column}' "
                         f"(file lines {rows}{', ...' if len(missing_label) > 5 else ''}); fill or remove them")
-    empty = [i for i, text in enumerate(texts) if not text.strip()]
+    empty = [i for i, text in enumerate(texts) if not all(part.strip() for part in _parts(text))]
+    what = f"'{text_column}' or '{text_pair_column}'" if text_pair_column else "text"
     if empty and empty_texts == "error":
-        raise DataError(f"{len(empty)} row(s) of {path.name} have an empty or whitespace-only text "
+        raise DataError(f"{len(empty)} row(s) of {path.name} have an empty or whitespace-only {what} "
                         f"(first at file line {empty[0] + 2}); remove them or pass --empty-texts drop")
     if empty:
-        logger.warning("dropped %d row(s) of %s with an empty or whitespace-only text", len(empty), path.name)
+        logger.warning("dropped %d row(s) of %s with an empty or whitespace-only %s", len(empty), path.name, what)
         if len(empty) == len(texts):
-            raise DataError(f"every text in {path.name} is empty or whitespace only")
+            raise DataError(f"every row of {path.name} has an empty or whitespace-only {what}" if text_pair_column
+                            else f"every text in {path.name} is empty or whitespace only")
         keep = sorted(set(range(len(texts))) - set(empty))
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     return LabeledData(texts, [label.strip() for label in labels], str(path), dropped_empty=len(empty))
+
+
+def _parts(text: Text) -> tuple[str, ...]:
+    return text if isinstance(text, tuple) else (text,)
 
 
 def label_order(labels: list[str]) -> list[str]:
@@ -397,16 +446,24 @@ class Encoded:
         return len(self.input_ids)
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> Encoded:
-    """Tokenise once, unpadded; texts longer than ``max_length`` are truncated and counted."""
+def encode(tokenizer, texts: list[Text], **options: object) -> dict:
+    """``tokenizer`` over texts, or over ``(text, text_pair)`` pairs as pairs (``[CLS] a [SEP] b [SEP]`` with
+    token type ids 0 then 1 for BERT-like models; ``truncation=True`` cuts the longer text first)."""
+    if is_pairs(texts):
+        return tokenizer([a for a, _ in texts], [b for _, b in texts], **options)
+    return tokenizer(list(texts), **options)
+
+
+def tokenize(tokenizer, texts: list[Text], max_length: int) -> Encoded:
+    """Tokenise once, unpadded; texts (or pairs) longer than ``max_length`` are truncated and counted."""
     if isinstance(texts, str):
         raise TypeError("expected a list of texts, got a single string; wrap it in a list: [text]")
-    probe = tokenizer(list(texts), truncation=True, max_length=max_length + 1)
+    probe = encode(tokenizer, texts, truncation=True, max_length=max_length + 1)
     ids = probe["input_ids"]
     types = probe.get("token_type_ids")
     long_rows = [i for i, row in enumerate(ids) if len(row) > max_length]
     if long_rows:
-        cut = tokenizer([texts[i] for i in long_rows], truncation=True, max_length=max_length)
+        cut = encode(tokenizer, [texts[i] for i in long_rows], truncation=True, max_length=max_length)
         for j, i in enumerate(long_rows):
             ids[i] = cut["input_ids"][j]
             if types is not None:

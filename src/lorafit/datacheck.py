@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from lorafit.data import LabeledData
+from lorafit.data import LabeledData, Text, encode, is_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,10 @@ EXAMPLES = 5
 _SPACE = re.compile(r"\s+")
 
 
-def normalize(text: str) -> str:
-    """The form texts are compared in: case-folded, whitespace collapsed and stripped."""
+def normalize(text: Text) -> str | tuple[str, str]:
+    """The form texts are compared in: case-folded, whitespace collapsed and stripped (a pair: each text)."""
+    if isinstance(text, tuple):
+        return tuple(normalize(part) for part in text)  # type: ignore[return-value]
     return _SPACE.sub(" ", text).strip().casefold()
 
 
@@ -74,6 +76,9 @@ class DataCheck:
     """The ``max_length`` the truncation counts refer to (picked when ``max_length_auto``)."""
     max_length_auto: bool = False
     model_limit: int | None = None
+    text_pairs: bool = False
+    """Whether the rows are (text, text_pair) pairs: duplicates and leakage compare whole pairs, token lengths
+    are those of the encoded pair, and a row with either text empty was dropped."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -85,12 +90,12 @@ class DataCheck:
         return asdict(self)
 
 
-def token_lengths(tokenizer, texts: list[str], limit: int | None) -> np.ndarray:
-    """Token counts of ``texts`` (special tokens included), measured up to ``limit + 1`` tokens."""
+def token_lengths(tokenizer, texts: list[Text], limit: int | None) -> np.ndarray:
+    """Token counts of ``texts`` or of encoded pairs (special tokens included), measured up to ``limit + 1``."""
     if not texts:
         return np.zeros(0, dtype=np.int64)
     cap = (limit or LENGTH_CAP) + 1
-    ids = tokenizer(list(texts), truncation=True, max_length=cap, add_special_tokens=True)["input_ids"]
+    ids = encode(tokenizer, texts, truncation=True, max_length=cap, add_special_tokens=True)["input_ids"]
     return np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
 
 
@@ -157,7 +162,7 @@ def check_data(train: LabeledData, others: dict[str, LabeledData | None] | None 
     counts = splits[0].label_counts
     check = DataCheck(splits, repeated, repeats, conflicting, conflicts,
                       imbalance=max(counts.values()) / max(1, min(counts.values())) if counts else 1.0,
-                      model_limit=model_limit)
+                      model_limit=model_limit, text_pairs=is_pairs(train.texts))
     if tokenizer is not None:
         _measure_lengths(check, tokenizer, [train] + [d for d in (others or {}).values() if d is not None],
                          max_length, model_limit)
@@ -189,7 +194,8 @@ def _warnings(check: DataCheck) -> list[str]:
         found.append(f"imbalanced classes: {largest[0]!r} has {largest[1]} training rows, {smallest[0]!r} "
                      f"{smallest[1]} ({check.imbalance:.0f}x); consider --class-weights auto and --metric macro_f1")
     if check.duplicates:
-        found.append(f"{check.duplicates} training row(s) repeat a text seen earlier in the training data, "
+        kind = "pair" if check.text_pairs else "text"
+        found.append(f"{check.duplicates} training row(s) repeat a {kind} seen earlier in the training data, "
                      f"e.g. {check.duplicate_examples[0]!r}")
     if check.conflicting:
         found.append(f"{check.conflicting} training text(s) occur with more than one label, "
@@ -200,7 +206,8 @@ def _warnings(check: DataCheck) -> list[str]:
                          f"data, e.g. {split.overlap_examples[0]!r}; their metrics will look better than they are")
     for split in check.splits:
         if split.dropped_empty:
-            found.append(f"{split.dropped_empty} {split.name} row(s) with an empty text were dropped")
+            found.append(f"{split.dropped_empty} {split.name} row(s) with an empty text"
+                         f"{' or second text' if check.text_pairs else ''} were dropped")
     cut = [f"{s.truncated} of {s.rows} {s.name}" for s in check.splits if s.truncated]
     if cut:
         found.append(f"{', '.join(cut)} text(s) are longer than max_length={check.max_length} tokens and will be "

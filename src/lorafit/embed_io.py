@@ -1,7 +1,8 @@
 """Writing embeddings chunk by chunk to ``.npy`` or ``.parquet`` (atomically, input order kept).
 
 ``.npy``: one float32 matrix ``(rows, dim)``, loadable with ``numpy.load`` (or ``mmap_mode="r"``).
-``.parquet``: columns ``text`` and ``embedding`` (a fixed-size list of float32 per row).
+``.parquet``: columns ``text`` and ``embedding`` (a fixed-size list of float32 per row); for a model on
+text pairs, ``text_pair`` after ``text``.
 Neither needs all vectors in memory: ``.npy`` rows go to a scratch file first (the header needs the
 row count), Parquet rows go out one row group per chunk.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lorafit.data import is_pairs
 from lorafit.errors import DataError
 from lorafit.rundir import atomic_file
 
@@ -66,7 +68,9 @@ def _write_parquet(target: Path, chunks: Iterable[tuple[list[str], np.ndarray]])
         for texts, vectors in chunks:
             dim = vectors.shape[1]
             flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-            table = pa.table({"text": pa.array(texts, pa.string()),
+            columns = {"text": [a for a, _ in texts], "text_pair": [b for _, b in texts]} if is_pairs(texts) \
+                else {"text": texts}
+            table = pa.table({**{k: pa.array(v, pa.string()) for k, v in columns.items()},
                               "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)})
             if writer is None:
                 writer = pq.ParquetWriter(str(target), table.schema)

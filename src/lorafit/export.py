@@ -67,7 +67,8 @@ def merged_model(run_dir: str | Path) -> tuple[LorafitForSequenceClassification,
 
 def _export_manifest(fmt: str, run_dir: str | Path, manifest: dict, quantize: str | None = None) -> dict:
     return {"format": fmt, "quantize": quantize, "labels": manifest["labels"], "max_length": manifest["max_length"],
-            "text_column": manifest.get("text_column", "text"), "pooling": manifest["pooling"],
+            "text_column": manifest.get("text_column", "text"), "text_pair_column": manifest.get("text_pair_column"),
+            "text_pairs": bool(manifest.get("text_pairs", False)), "pooling": manifest["pooling"],
             "task": manifest.get("task", "single_label_classification"),
             "temperature_folded": float(manifest.get("calibration", {}).get("temperature", 1.0)),
             "abstain": manifest.get("abstain") or {"threshold": None, "unknown_label": "unknown"},

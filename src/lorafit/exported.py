@@ -16,7 +16,7 @@ import torch
 
 from lorafit.calibration import decide
 from lorafit.classifier import Classifier, _check_texts
-from lorafit.data import tokenize
+from lorafit.data import check_pairs, tokenize
 from lorafit.errors import RunDirError
 from lorafit.export import EXPORT_MANIFEST
 from lorafit.inference import INFERENCE_PRECISION, autocast, check_inference_precision, map_sorted, \
@@ -62,6 +62,10 @@ class ExportedClassifier:
         self.max_length = int(manifest["max_length"])
         self.text_column: str = manifest.get("text_column", "text")
         """The training data's text column (the default column ``lorafit predict --input`` reads)."""
+        self.text_pair_column: str | None = manifest.get("text_pair_column")
+        """The training data's second-text column of a run on pairs (else None)."""
+        self.pairs_ = bool(manifest.get("text_pairs", False))
+        """Whether the model takes ``(text, text_pair)`` pairs, as :attr:`lorafit.Classifier.pairs_`."""
         self.batch_size = batch_size
         abstain = manifest.get("abstain") or {}
         self.threshold: float | None = abstain.get("threshold")
@@ -72,8 +76,10 @@ class ExportedClassifier:
         raise NotImplementedError
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """Calibrated logits, shape ``(len(texts), len(classes_))``, in input order."""
+        """Calibrated logits, shape ``(len(texts), len(classes_))``, in input order (``texts`` are
+        ``(text, text_pair)`` pairs for a model trained on pairs)."""
         texts = _check_texts(texts)
+        check_pairs(texts, self.pairs_)
         if not texts:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         encoded = tokenize(self.tokenizer, texts, self.max_length)

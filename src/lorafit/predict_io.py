@@ -26,12 +26,13 @@ def iter_predictions(clf, chunks: Iterable[list[str]], top_k: int | None = None,
             probs = clf.predict_proba(chunk)
             for text, row, label in zip(chunk, probs, clf.decide(probs, threshold)):
                 order = range(len(row)) if top_k is None else row.argsort()[::-1][:top_k]
-                yield {"text": text, "label": label, "score": float(row.max()),
+                inputs = {"text": text[0], "text_pair": text[1]} if isinstance(text, tuple) else {"text": text}
+                yield {**inputs, "label": label, "score": float(row.max()),
                        "probabilities": {clf.classes_[i]: float(row[i]) for i in order}}
 
 
 def prediction_records(clf, texts: list[str], top_k: int | None = None, threshold: float | None = None) -> list[dict]:
-    """One dict per text: ``text``, ``label``, ``score`` and ``probabilities`` by label name.
+    """One dict per text: ``text`` (and ``text_pair`` for pairs), ``label``, ``score`` and ``probabilities``.
 
     ``probabilities`` holds every label in ``classes_`` order, or the ``top_k`` most probable, best first.
     ``label`` is the unknown label where the classifier abstains (``clf.decide``; ``threshold`` overrides
@@ -40,8 +41,9 @@ def prediction_records(clf, texts: list[str], top_k: int | None = None, threshol
     return list(iter_predictions(clf, [texts], top_k, threshold))
 
 
-def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str]) -> int:
-    """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...).
+def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str], pairs: bool = False) -> int:
+    """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...;
+    with ``pairs``, text_pair after text).
 
     ``records`` may be a generator: each record is written as it comes. The file appears whole or not at
     all (written to a temporary sibling, then renamed). Returns the number of records written.
@@ -50,16 +52,16 @@ def write_predictions(path: str | Path, records: Iterable[dict], labels: list[st
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise DataError(f"--output must end in .jsonl or .csv, got {path.name}")
-    count = 0
+    count, texts = 0, ["text", "text_pair"] if pairs else ["text"]
     with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         if suffix == ".csv":
-            writer.writerow(["text", "label", "score"] + [f"p_{label}" for label in labels])
+            writer.writerow(texts + ["label", "score"] + [f"p_{label}" for label in labels])
         for r in records:
             if suffix == ".jsonl":
                 handle.write(json.dumps(r, ensure_ascii=False) + "\n")
             else:
-                writer.writerow([r["text"], r["label"], f"{r['score']:.6g}"]
+                writer.writerow([r[t] for t in texts] + [r["label"], f"{r['score']:.6g}"]
                                 + [f"{r['probabilities'].get(label, float('nan')):.6g}" for label in labels])
             count += 1
     return count

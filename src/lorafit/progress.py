@@ -204,6 +204,8 @@ def info_table(manifest: dict, metrics: dict) -> Table:
             ("labels", f"{len(labels)}: " + ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")),
             ("pooling / max_length", f"{manifest['pooling']} / {manifest['max_length']}"
                                      + (" (auto)" if manifest.get("max_length_auto") else "")),
+            ("input", f"text pairs: {manifest.get('text_column')} + {manifest.get('text_pair_column')}"
+                      if manifest.get("text_pairs") else f"text: {manifest.get('text_column')}"),
             ("LoRA", f"r={lora['r']} alpha={lora['lora_alpha']} dropout={lora['lora_dropout']} "
                      f"targets={lora['target_modules'] or 'all linear'}"),
             ("training", f"epochs={cfg['epochs']} batch={cfg['batch_size']} lr={cfg['learning_rate']} "

@@ -40,7 +40,8 @@ HEAD_PREFIX = "base_model.model.classifier."
 
 
 class Backend(Protocol):
-    """What the service needs of a model: its labels and probabilities for a list of texts.
+    """What the service needs of a model: its labels and probabilities for a list of texts (or of
+    ``(text, text_pair)`` pairs where ``pairs_`` is true).
 
     :class:`lorafit.Classifier` is one; an ONNX export directory can be another.
     """
@@ -64,6 +65,11 @@ class ServedModel:
     """The base encoder it was trained on (alias, hub id or directory, as at training time)."""
     task: str
     """``single_label_classification``."""
+
+    @property
+    def pairs(self) -> bool:
+        """Whether the model takes ``(text, text_pair)`` pairs (it was trained on pairs)."""
+        return bool(getattr(self.backend, "pairs_", False))
 
     @property
     def labels(self) -> list[str]:

@@ -3,7 +3,8 @@ assets, opens offline) plus the same figures as PNG files.
 
 ``train`` writes ``RUN/report.html`` and ``RUN/report/*.png`` from the kept checkpoint's predictions on
 the validation data, which it also stores in ``RUN/report/validation_predictions.csv`` (text, label,
-predicted, confidence) so ``lorafit report RUN`` can rebuild the report without a model.
+predicted, confidence; text_pair after text for a run on pairs) so ``lorafit report RUN`` can rebuild the
+report without a model.
 ``lorafit evaluate RUN DATA --report FILE.html`` writes the same report for any labeled file.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lorafit import metrics, plots
+from lorafit.data import Text, is_pairs, pair_up
 from lorafit.inference import softmax
 from lorafit.rundir import current_umask
 
@@ -44,7 +46,7 @@ RELIABILITY_BINS = 10
 class Predictions:
     """Predictions on labeled data: the rows the evaluation sections of the report are drawn from."""
 
-    texts: list[str]
+    texts: list[Text]
     labels: list[str]
     """True labels."""
     predicted: list[str]
@@ -64,13 +66,19 @@ class Predictions:
         return cls.from_probabilities(texts, labels, softmax(logits, temperature), classes)
 
     def write_csv(self, path: Path) -> None:
-        pd.DataFrame({"text": self.texts, "label": self.labels, "predicted": self.predicted,
+        texts = {"text": [a for a, _ in self.texts], "text_pair": [b for _, b in self.texts]} \
+            if is_pairs(self.texts) else {"text": self.texts}
+        pd.DataFrame({**texts, "label": self.labels, "predicted": self.predicted,
                       "confidence": self.confidence}).to_csv(path, index=False)
 
     @classmethod
     def read_csv(cls, path: Path) -> "Predictions":
-        frame = pd.read_csv(path, dtype={"text": str, "label": str, "predicted": str}, keep_default_na=False)
-        return cls(frame["text"].tolist(), frame["label"].tolist(), frame["predicted"].tolist(),
+        frame = pd.read_csv(path, dtype={"text": str, "text_pair": str, "label": str, "predicted": str},
+                            keep_default_na=False)
+        texts = frame["text"].tolist()
+        if "text_pair" in frame:
+            texts = pair_up(texts, frame["text_pair"].tolist())
+        return cls(texts, frame["label"].tolist(), frame["predicted"].tolist(),
                    frame["confidence"].to_numpy(dtype=float))
 
 
@@ -150,6 +158,8 @@ def _summary(inputs: ReportInputs) -> str:
     val = m.get("validation") or {}
     rows = [["base model", meta["base_model"].get("name", "?")], ["labels", len(meta["labels"])],
             ["max_length", f"{meta['max_length']} tokens" + (" (auto)" if meta.get("max_length_auto") else "")]]
+    if meta.get("text_pairs"):
+        rows.append(["input", f"text pairs: {meta.get('text_column')} + {meta.get('text_pair_column')}"])
     for split in ("train", "validation", "test"):
         if data.get(split):
             rows.append([f"{split} data", f"{data[split].get('source', '?')}: {data[split].get('rows', '?')} rows"])
@@ -207,9 +217,15 @@ def _evaluation_sections(p: Predictions, labels: list[str], meta: dict, body: di
                                 "bars under the diagonal mean the model is more confident than it is right.")
     wrong = np.flatnonzero(~correct)
     worst = wrong[np.argsort(-p.confidence[wrong], kind="stable")][:MISTAKES]
-    body["mistakes"] = _table(["text", "true", "predicted", "confidence"],
-                              [[p.texts[i], p.labels[i], p.predicted[i], f"{p.confidence[i]:.3f}"] for i in worst]) \
+    body["mistakes"] = _table(["text ‖ text pair" if is_pairs(p.texts) else "text", "true", "predicted", "confidence"],
+                              [[_shown(p.texts[i]), p.labels[i], p.predicted[i], f"{p.confidence[i]:.3f}"]
+                               for i in worst]) \
         if len(worst) else _note("No mistakes on the evaluation data.")
+
+
+def _shown(text: Text) -> str:
+    """A text as the report shows it; a pair as both texts with a marked boundary."""
+    return f"{text[0]} ‖ {text[1]}" if isinstance(text, tuple) else text
 
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

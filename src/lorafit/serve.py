@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorafit import __version__
 from lorafit.config import ServeLimits
+from lorafit.data import pair_up
 from lorafit.errors import ConfigError
 from lorafit.microbatch import MicroBatcher
 from lorafit.registry import ServedModel
@@ -36,6 +37,7 @@ from lorafit.serve_guard import ApiKeyGuard, BodyLimit
 logger = logging.getLogger(__name__)
 
 REQUEST_SHAPE = 'a JSON object like {"texts": ["first text", "second text"], "model": "name"}'
+PAIR_SHAPE = '{"texts": ["a premise"], "text_pairs": ["a hypothesis"], "model": "name"}'
 
 
 class ClassifyRequest(BaseModel):
@@ -43,6 +45,9 @@ class ClassifyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     texts: list[str] = Field(description="The texts, in the order the results come back. Empty strings are fine.")
+    text_pairs: list[str] | None = Field(None, description="For a model trained on text pairs (text_pairs true in "
+                                         "GET /v1/models; required there, refused elsewhere): the second text of "
+                                         "each text, as many as texts, in the same order.")
     model: str | None = Field(None, description="A name from GET /v1/models; optional when one model is served.")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Abstain (answer the model's unknown label) "
                                     "below this top probability; default: the service's or the model's own; 0: never.")
@@ -72,6 +77,7 @@ class ModelInfo(BaseModel):
     task: str
     threshold: float | None = Field(None, description="The model's abstention threshold (None: never abstains).")
     unknown_label: str | None = Field(None, description="The label answered where it abstains.")
+    text_pairs: bool = Field(False, description="Whether the model takes text pairs: send text_pairs beside texts.")
 
 
 class ModelsResponse(BaseModel):
@@ -139,7 +145,8 @@ def _add_routes(app: FastAPI, by_name: dict[str, ServedModel], batchers: dict[st
         return ModelsResponse(models=[ModelInfo(name=m.name, labels=m.labels, base_model=m.base_model, task=m.task,
                                                 threshold=threshold if threshold is not None
                                                 else getattr(m.backend, "threshold", None),
-                                                unknown_label=getattr(m.backend, "unknown_label", None))
+                                                unknown_label=getattr(m.backend, "unknown_label", None),
+                                                text_pairs=m.pairs)
                                       for m in by_name.values()])
 
     @app.post("/v1/classify", response_model=ClassifyResponse, summary="Label, score and probabilities per text",
@@ -148,8 +155,7 @@ def _add_routes(app: FastAPI, by_name: dict[str, ServedModel], batchers: dict[st
                          422: {"description": "Wrong shape, empty texts list, or a limit passed"}})
     async def classify(request: ClassifyRequest) -> ClassifyResponse:
         served = resolve_model(by_name, request.model)
-        check_texts(request.texts, limits)
-        probs = await batchers[served.name].submit(request.texts)
+        probs = await batchers[served.name].submit(request_inputs(served, request, limits))
         labels = served.labels
         chosen = request.threshold if request.threshold is not None else threshold
         decided = served.decide(probs, chosen)
@@ -171,21 +177,39 @@ def resolve_model(by_name: dict[str, ServedModel], name: str | None) -> ServedMo
     return by_name[name]
 
 
-def check_texts(texts: list[str], limits: ServeLimits) -> None:
+def request_inputs(served: ServedModel, request: ClassifyRequest, limits: ServeLimits) -> list:
+    """The request's texts, or ``(text, text_pair)`` pairs for a model on pairs, checked (422 otherwise)."""
+    check_texts(request.texts, limits)
+    if not served.pairs:
+        if request.text_pairs is not None:
+            raise HTTPException(422, f"model '{served.name}' was trained on single texts; leave out text_pairs "
+                                     "and send " + REQUEST_SHAPE)
+        return request.texts
+    if request.text_pairs is None:
+        raise HTTPException(422, f"model '{served.name}' was trained on text pairs; send the second texts in "
+                                 f"text_pairs, one per text: {PAIR_SHAPE}")
+    if len(request.text_pairs) != len(request.texts):
+        raise HTTPException(422, f"texts has {len(request.texts)} item(s) but text_pairs has "
+                                 f"{len(request.text_pairs)}; send one second text per text: {PAIR_SHAPE}")
+    check_texts(request.text_pairs, limits, "text_pairs")
+    return pair_up(request.texts, request.text_pairs)
+
+
+def check_texts(texts: list[str], limits: ServeLimits, name: str = "texts") -> None:
     """422 for an empty list, too many texts, a too-long text, or text that is not valid Unicode."""
     if not texts:
-        raise HTTPException(422, "texts is empty; send at least one text: " + REQUEST_SHAPE)
+        raise HTTPException(422, f"{name} is empty; send at least one text: " + REQUEST_SHAPE)
     if len(texts) > limits.max_texts:
         raise HTTPException(422, f"too many texts: {len(texts)}, the limit is {limits.max_texts} per request; "
                                  "split them over several requests (or raise --max-texts)")
     for i, text in enumerate(texts):
         if len(text) > limits.max_chars:
-            raise HTTPException(422, f"texts[{i}] is too long: {len(text)} characters, the limit is "
+            raise HTTPException(422, f"{name}[{i}] is too long: {len(text)} characters, the limit is "
                                      f"{limits.max_chars}; shorten it (or raise --max-chars)")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise HTTPException(422, f"texts[{i}] is not valid Unicode: it holds an unpaired surrogate "
+            raise HTTPException(422, f"{name}[{i}] is not valid Unicode: it holds an unpaired surrogate "
                                      f"({safe_text(repr(text[exc.start:exc.end]))}) at character {exc.start}") from None
 
 
