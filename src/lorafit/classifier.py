@@ -466,6 +466,8 @@ class Classifier:
         if len(_check_texts(texts)) != len(cells):
             raise DataError(f"got {len(texts)} texts but {len(cells)} labels; they must pair up")
         if isinstance(self.task, Regression):
+            if threshold is not None:
+                raise ConfigError("a threshold applies to classification; this is a regression run")
             return {**metrics.regression_scores(self.task.encode(cells, self.classes_), np.array(self.predict(texts))),
                     "n": len(cells)}
         probs = self.predict_proba(texts) if probabilities is None else np.asarray(probabilities, dtype=np.float64)
@@ -475,6 +477,7 @@ class Classifier:
         for label, limit in zip(self.classes_, limits or [None] * len(self.classes_)):
             result["per_label"][label]["threshold"] = limit
         result["unknown_labels"] = self.task.unseen(cells, self.classes_)
+        result["unknown_label_rows"] = sum(bool(self.task.unseen([cell], self.classes_)) for cell in cells)
         return result
 
     def _abstain_report(self, probs: np.ndarray, labels: list[str], threshold: float, oos_label: str | None) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from lorafit import __version__
+from lorafit.config import SINGLE_LABEL
 from lorafit.errors import ConfigError
 from lorafit.modeling_lorafit import LorafitConfig, LorafitForSequenceClassification
 from lorafit.rundir import check_writable, read_manifest, write_atomically, write_json
@@ -44,6 +45,10 @@ def merged_model(run_dir: str | Path) -> tuple[LorafitForSequenceClassification,
     from lorafit.classifier import Classifier
 
     manifest = read_manifest(run_dir)
+    task = manifest.get("task", SINGLE_LABEL)
+    if task != SINGLE_LABEL:
+        raise ConfigError(f"lorafit export handles single-label runs only, and {run_dir} is {task}; use the run "
+                          "directory itself (lorafit predict / serve, Classifier.load, or plain transformers + peft)")
     clf = Classifier.load(run_dir)
     encoder = clf.model.peft_model.merge_and_unload()  # LoRA folded in; the head wrapper replaced by its trained copy
     head = encoder.classifier

@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lorafit.errors import DataError
+from lorafit.config import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from lorafit.errors import ConfigError, DataError
 from lorafit.rundir import atomic_file
 
 CHUNK = 4096
@@ -20,10 +21,20 @@ def iter_predictions(clf, chunks: Iterable[list[str]], top_k: int | None = None,
     Each call to ``clf.predict_proba`` sorts its texts by length into batches and gives rows back in input
     order; only one chunk's probabilities are held at a time, so files larger than memory stream through.
     """
+    task = task_name(clf)
+    if task == REGRESSION and threshold is not None:
+        raise ConfigError("--threshold applies to classification; this is a regression run")
     for texts in chunks:
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start:start + CHUNK]
+            if task == REGRESSION:
+                yield from ({"text": text, "value": value} for text, value in zip(chunk, clf.predict(chunk)))
+                continue
             probs = clf.predict_proba(chunk)
+            if task == MULTI_LABEL:
+                yield from ({"text": text, "labels": labels, "scores": dict(zip(clf.classes_, map(float, row)))}
+                            for text, row, labels in zip(chunk, probs, clf.decide(probs, threshold)))
+                continue
             for text, row, label in zip(chunk, probs, clf.decide(probs, threshold)):
                 order = range(len(row)) if top_k is None else row.argsort()[::-1][:top_k]
                 yield {"text": text, "label": label, "score": float(row.max()),
@@ -36,12 +47,39 @@ def prediction_records(clf, texts: list[str], top_k: int | None = None, threshol
     ``probabilities`` holds every label in ``classes_`` order, or the ``top_k`` most probable, best first.
     ``label`` is the unknown label where the classifier abstains (``clf.decide``; ``threshold`` overrides
     the run's own); ``score`` is always the top probability.
+
+    Multi-label runs give ``text``, ``labels`` (those at or above their thresholds; ``threshold``: one for
+    every label) and ``scores`` (every label's sigmoid); regression runs give ``text`` and ``value``.
     """
     return list(iter_predictions(clf, [texts], top_k, threshold))
 
 
-def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str]) -> int:
-    """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...).
+def task_name(clf) -> str:
+    """The task of a run directory's Classifier; exports are single-label."""
+    return getattr(getattr(clf, "task", None), "name", SINGLE_LABEL)
+
+
+def _csv_header(task: str, labels: list[str]) -> list[str]:
+    if task == REGRESSION:
+        return ["text", "value"]
+    if task == MULTI_LABEL:
+        return ["text", "labels"] + [f"p_{label}" for label in labels]
+    return ["text", "label", "score"] + [f"p_{label}" for label in labels]
+
+
+def _csv_row(r: dict, labels: list[str], delimiter: str) -> list[str]:
+    if "value" in r:
+        return [r["text"], f"{r['value']:.6g}"]
+    if "labels" in r:
+        return [r["text"], delimiter.join(r["labels"])] + [f"{r['scores'][label]:.6g}" for label in labels]
+    return [r["text"], r["label"], f"{r['score']:.6g}"] + [f"{r['probabilities'].get(label, float('nan')):.6g}"
+                                                          for label in labels]
+
+
+def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str], task: str = SINGLE_LABEL,
+                      delimiter: str = "|") -> int:
+    """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...;
+    multi-label: text, labels joined by ``delimiter``, p_<label>...; regression: text, value).
 
     ``records`` may be a generator: each record is written as it comes. The file appears whole or not at
     all (written to a temporary sibling, then renamed). Returns the number of records written.
@@ -54,12 +92,11 @@ def write_predictions(path: str | Path, records: Iterable[dict], labels: list[st
     with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         if suffix == ".csv":
-            writer.writerow(["text", "label", "score"] + [f"p_{label}" for label in labels])
+            writer.writerow(_csv_header(task, labels))
         for r in records:
             if suffix == ".jsonl":
                 handle.write(json.dumps(r, ensure_ascii=False) + "\n")
             else:
-                writer.writerow([r["text"], r["label"], f"{r['score']:.6g}"]
-                                + [f"{r['probabilities'].get(label, float('nan')):.6g}" for label in labels])
+                writer.writerow(_csv_row(r, labels, delimiter))
             count += 1
     return count

@@ -370,3 +370,17 @@ def make_task(name: str, delimiter: str = "|", stored: dict | None = None) -> Si
     if name == REGRESSION:
         return Regression(stored.get("target_mean", 0.0), stored.get("target_std", 1.0))
     return SingleLabel()
+
+
+def format_metric(name: str, value: float) -> str:
+    """A metric as people read it: classification metrics in percent, errors and correlations as numbers.
+
+    Example:
+        >>> format_metric("micro_f1", 0.8125), format_metric("mse", 0.01234), format_metric("pearson", 0.9)
+        ('81.25%', '0.01234', '0.900')
+    """
+    if name in LOWER_IS_BETTER or name == "rmse":
+        return f"{value:.4g}"
+    if name in ("pearson", "spearman"):
+        return f"{value:.3f}"
+    return f"{100 * value:.2f}%"
