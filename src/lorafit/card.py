@@ -39,10 +39,6 @@ print(float(value[0]))'''}
 """The last lines of :data:`PLAIN_PEFT` per task: how the head's output becomes the answer."""
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
 def _data(manifest: dict) -> str:
     data, cfg = manifest.get("data", {}), manifest["train_config"]
     train, val, test = data.get("train") or {}, data.get("validation"), data.get("test")

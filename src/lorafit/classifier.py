@@ -237,7 +237,7 @@ class Classifier:
         train_y = task.encode(train.labels, self.classes_)
         val_y = task.encode(val.labels, self.classes_) if val is not None else None
         task.fit_scale(train_y)
-        weights = task.class_weights(train_y, len(self.classes_)) if cfg.class_weights == "auto" else None
+        weights = self._class_weights(train_y) if cfg.class_weights == "auto" else None
         trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback, class_weights=weights,
                           checkpoints=self._checkpoints(train, val, callback), task=task)
         self._train_precision = trainer.precision
@@ -290,6 +290,10 @@ class Classifier:
         self._checkpoint_dir = Path(directory)
         return Checkpoints(directory, self.train_config.checkpoint_every, expected, resume,
                            inform=callback.on_info if callback else None)
+
+    def _class_weights(self, targets: np.ndarray) -> np.ndarray:
+        """The loss weights of ``class_weights="auto"`` for these training targets (see the task's)."""
+        return self.task.class_weights(targets, len(self.classes_))
 
     def _calibrate(self, logits: np.ndarray | None, y: np.ndarray | None, callback: Callback | None) -> None:
         """Fit the temperature and the abstention threshold on the kept checkpoint's validation logits

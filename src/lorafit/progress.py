@@ -120,7 +120,7 @@ def data_check_renderables(check: DataCheck) -> list:
         labels.add_column(column, justify="right")
     for label in shown:
         labels.add_row(escape(label), *("" if label == "..." else str(s.label_counts.get(label, 0)) for s in check.splits))
-    items: list = [splits, labels]
+    items: list = [splits, labels] if check.train.label_counts else [splits]  # regression: no classes
     if check.length_percentiles:
         p = check.length_percentiles
         how = (f"auto: the {AUTO_QUANTILE:g}th percentile rounded up to a multiple of 8"
