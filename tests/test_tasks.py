@@ -225,8 +225,6 @@ def test_cli_multilabel_train_evaluate_predict(ml_csv: Path, tiny_model: str, tm
     code, _, _ = _run(capsys, ["predict", str(tmp_path / "run"), "-i", str(ml_csv), "--output", str(tmp_path / "p.csv")])
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
     assert code == 0 and header == "text,labels,p_food,p_music,p_sports"
-    code, _, err = _run(capsys, ["export", str(tmp_path / "run"), "-o", str(tmp_path / "x")])
-    assert code == 1 and "single-label runs only" in err and not (tmp_path / "x").exists()
 
 
 def test_cli_regression_train_evaluate_predict(ml_csv: Path, tiny_model: str, tmp_path: Path,
@@ -271,6 +269,38 @@ def test_cli_inspect_multilabel(ml_csv: Path, tiny_model: str, capsys: pytest.Ca
                                    "--label-delimiter", ",", "--model", tiny_model])
     assert code == 0, err
     assert "food" in out and "food,music" not in out  # rows per label, not per label set
+
+
+# --------------------------------------------------------------------------------------------- export
+def test_merged_export_carries_problem_type_for_pipelines(ml_run: Path, reg_run: Path, tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    from lorafit.export import export_merged
+
+    for run, problem_type in ((ml_run, "multi_label_classification"), (reg_run, "regression")):
+        out = export_merged(run, tmp_path / run.name)
+        assert json.loads((out / "config.json").read_text())["problem_type"] == problem_type
+        results = pipeline("text-classification", model=str(out), trust_remote_code=True)(TEXTS, top_k=None,
+                                                                                           truncation=True)
+        loaded = Classifier.load(run)
+        scores = np.array([[{r["label"]: r["score"] for r in result}[c] for c in loaded.classes_] for result in results])
+        expected = loaded.predict_proba(TEXTS) if run == ml_run else np.array(loaded.predict(TEXTS))[:, None]
+        np.testing.assert_allclose(scores, expected, atol=1e-4)  # sigmoid for multi-label, no function for regression
+
+
+def test_exports_predict_as_the_run(ml_run: Path, reg_run: Path, tmp_path: Path) -> None:
+    from lorafit.export import export
+    from lorafit.exported import load_predictor
+
+    for run in (ml_run, reg_run):
+        expected = Classifier.load(run).predict(TEXTS)
+        for fmt in ("merged", "onnx"):
+            predictor = load_predictor(export(run, tmp_path / f"{run.name}-{fmt}", fmt))
+            got = predictor.predict(TEXTS)
+            if run == reg_run:
+                np.testing.assert_allclose(got, expected, atol=1e-4)
+            else:
+                assert got == expected
 
 
 # ---------------------------------------------------------------------------------------------- serve

@@ -378,13 +378,7 @@ class Classifier:
         Example:
             >>> clf.predict_proba(["where is my card?"]).round(2)  # doctest: +SKIP
         """
-        if isinstance(self.task, Regression):
-            raise ConfigError("predict_proba is for classification, and this is a regression run; "
-                              "predict(texts) gives the predicted values")
-        logits = self._forward(texts)
-        if isinstance(self.task, MultiLabel):
-            return sigmoid(logits)
-        return softmax(logits, self.temperature) if len(logits) else logits.astype(np.float64)
+        return self.task.probabilities(self._forward(texts), self.temperature)
 
     def predict(self, texts: list[str], threshold: float | None = None) -> list:
         """The most probable label of each text, or ``unknown_label`` where the classifier abstains.
@@ -394,17 +388,15 @@ class Classifier:
         regression: the predicted number of each text.
         """
         if isinstance(self.task, Regression):
-            return [float(v) for v in self._forward(texts)[:, 0]]
+            return self.task.values(self._forward(texts))
         return self.decide(self.predict_proba(texts), threshold)
 
     def decide(self, probs: np.ndarray, threshold: float | None = None) -> list:
         """Labels for rows of :meth:`predict_proba`: the argmax, or ``unknown_label`` where the top probability
         is below ``threshold`` (default: the run's own, None if it does not abstain); multi-label: the labels
         at or above their thresholds."""
-        if isinstance(self.task, MultiLabel):
-            return self.task.decide(probs, self.classes_, threshold)
-        return calibration.decide(probs, self.classes_, self.threshold if threshold is None else threshold,
-                                  self.unknown_label)
+        return self.task.decide(probs, self.classes_, self.threshold if threshold is None else threshold,
+                                self.unknown_label)
 
     def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         """One vector per text from the fine-tuned encoder, pooled as the head sees it, shape

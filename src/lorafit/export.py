@@ -45,10 +45,6 @@ def merged_model(run_dir: str | Path) -> tuple[LorafitForSequenceClassification,
     from lorafit.classifier import Classifier
 
     manifest = read_manifest(run_dir)
-    task = manifest.get("task", SINGLE_LABEL)
-    if task != SINGLE_LABEL:
-        raise ConfigError(f"lorafit export handles single-label runs only, and {run_dir} is {task}; use the run "
-                          "directory itself (lorafit predict / serve, Classifier.load, or plain transformers + peft)")
     clf = Classifier.load(run_dir)
     encoder = clf.model.peft_model.merge_and_unload()  # LoRA folded in; the head wrapper replaced by its trained copy
     head = encoder.classifier
@@ -56,7 +52,8 @@ def merged_model(run_dir: str | Path) -> tuple[LorafitForSequenceClassification,
     encoder_settings = {k: v for k, v in encoder.config.to_dict().items() if k not in _DROP_FROM_ENCODER}
     config = LorafitConfig(encoder=encoder_settings, pooling=manifest["pooling"],
                            id2label=dict(enumerate(clf.classes_)),
-                           label2id={label: i for i, label in enumerate(clf.classes_)})
+                           label2id={label: i for i, label in enumerate(clf.classes_)},
+                           problem_type=_problem_type(manifest))
     config.architectures = [LorafitForSequenceClassification.__name__]
     config.auto_map = {"AutoConfig": "modeling_lorafit.LorafitConfig",
                        "AutoModelForSequenceClassification": "modeling_lorafit.LorafitForSequenceClassification"}
@@ -70,10 +67,18 @@ def merged_model(run_dir: str | Path) -> tuple[LorafitForSequenceClassification,
     return model, tokenizer, manifest
 
 
+def _problem_type(manifest: dict) -> str | None:
+    """transformers' ``problem_type`` of the merged model: what a pipeline applies to its logits, sigmoid for
+    multi-label and nothing for regression (the head answers in the target's units); None for single-label,
+    whose exports stay as they were (softmax over two or more labels either way)."""
+    task = manifest.get("task", SINGLE_LABEL)
+    return None if task == SINGLE_LABEL else task
+
+
 def _export_manifest(fmt: str, run_dir: str | Path, manifest: dict, quantize: str | None = None) -> dict:
     return {"format": fmt, "quantize": quantize, "labels": manifest["labels"], "max_length": manifest["max_length"],
             "text_column": manifest.get("text_column", "text"), "pooling": manifest["pooling"],
-            "task": manifest.get("task", "single_label_classification"),
+            "task": manifest.get("task", SINGLE_LABEL), "task_settings": manifest.get("task_settings", {}),
             "temperature_folded": float(manifest.get("calibration", {}).get("temperature", 1.0)),
             "abstain": manifest.get("abstain") or {"threshold": None, "unknown_label": "unknown"},
             "source_run": str(Path(run_dir).resolve()), "base_model": manifest.get("base_model", {}),

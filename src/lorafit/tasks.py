@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorafit import metrics
+from lorafit import calibration, metrics
 from lorafit.config import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from lorafit.data import LabeledData, check_trainable, label_order, random_split, stratified_split
 from lorafit.errors import ConfigError, DataError
+from lorafit.inference import sigmoid, softmax
 from lorafit.probe import fit_multilabel_probe, fit_probe, fit_ridge_probe
 
 LOWER_IS_BETTER = ("mse", "mae")
@@ -129,6 +130,16 @@ class SingleLabel:
 
     def finish(self, head: torch.nn.Module) -> None:
         """Adjust the trained head for inference (regression: answer in the target's units)."""
+
+    # ----------------------------------------------------------------------------------- inference
+    def probabilities(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        """What ``predict_proba`` answers for a run's ``logits``: the softmax at the run's temperature."""
+        return softmax(logits, temperature) if len(logits) else logits.astype(np.float64)
+
+    def decide(self, probabilities: np.ndarray, classes: list[str], threshold: float | None,
+               unknown_label: str) -> list:
+        """Labels for rows of :meth:`probabilities`: the argmax, or ``unknown_label`` below ``threshold``."""
+        return calibration.decide(probabilities, classes, threshold, unknown_label)
 
     def selection(self, scores: dict[str, float], metric: str) -> float:
         """The value the best checkpoint maximises."""
@@ -249,7 +260,12 @@ class MultiLabel(SingleLabel):
             self.thresholds or [DEFAULT_THRESHOLD] * labels)
         return (probabilities >= limits).astype(int)
 
-    def decide(self, probabilities: np.ndarray, classes: list[str], threshold: float | None = None) -> list[list[str]]:
+    def probabilities(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        """Each label's sigmoid (rows need not sum to 1; there is no temperature)."""
+        return sigmoid(logits)
+
+    def decide(self, probabilities: np.ndarray, classes: list[str], threshold: float | None = None,
+               unknown_label: str | None = None) -> list[list[str]]:
         """The labels of each row at or above their thresholds (``threshold``: one for every label)."""
         return [[classes[j] for j in np.flatnonzero(row)] for row in self.decide_matrix(probabilities, threshold)]
 
@@ -341,6 +357,15 @@ class Regression(SingleLabel):
     def fit_probe(self, features: np.ndarray, targets: np.ndarray, n_outputs: int, seed: int,
                   balanced: bool) -> tuple[np.ndarray, np.ndarray]:
         return fit_ridge_probe(features, targets)
+
+    def probabilities(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        raise ConfigError("predict_proba is for classification, and this is a regression run; "
+                          "predict(texts) gives the predicted values")
+
+    @staticmethod
+    def values(logits: np.ndarray) -> list[float]:
+        """The predicted numbers: the head's single output (already in the target's units)."""
+        return [float(v) for v in logits[:, 0]]
 
     def finish(self, head: torch.nn.Module) -> None:
         """Fold the standardisation into the head: ``y = std * (W x + b) + mean``."""
