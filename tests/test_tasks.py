@@ -320,3 +320,33 @@ def test_service_answers_labels_and_values(ml_run: Path, reg_run: Path) -> None:
     np.testing.assert_allclose([r["value"] for r in value], Classifier.load(reg_run).predict(TEXTS), atol=1e-5)
     assert set(value[0]) == {"value"} and refused.status_code == 422
     assert models == {"tags": "multi_label_classification", "value": "regression"}
+
+
+def test_page_shows_label_scores_and_values(browser_page, ml_run: Path, reg_run: Path) -> None:
+    """The service's page in headless Chromium (skipped without one): bars of sigmoid scores with every
+    given label highlighted for a multi-label model, the number for a regression model."""
+    from test_serve_page import start_server
+
+    from lorafit.registry import load_runs
+    from lorafit.serve import create_app
+
+    url, server, thread = start_server(create_app(load_runs([("tags", ml_run), ("value", reg_run)])))
+    try:
+        page = browser_page.page
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]")
+        page.fill("#text", TEXTS[0])
+        page.click("#classify")
+        page.wait_for_function("document.querySelectorAll('.bar-row').length === 3")
+        highlighted = page.eval_on_selector_all(".bar-row.best", "rows => rows.map(r => r.dataset.label)")
+        assert sorted(highlighted) == sorted(Classifier.load(ml_run).predict(TEXTS[:1])[0])
+        page.select_option("#model", "value")
+        assert "predicts a number" in page.text_content("#labels")
+        page.click("#classify")
+        page.wait_for_selector("#value")
+        shown = float(page.text_content("#value").split(":")[1])
+        assert shown == pytest.approx(Classifier.load(reg_run).predict(TEXTS[:1])[0], rel=1e-4)
+        assert browser_page.errors == []
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

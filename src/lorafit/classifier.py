@@ -469,8 +469,7 @@ class Classifier:
         probs = self.predict_proba(texts) if probabilities is None else np.asarray(probabilities, dtype=np.float64)
         result = metrics.multilabel_report(self.task.encode(cells, self.classes_),
                                            self.task.decide_matrix(probs, threshold), self.classes_)
-        limits = [threshold] * len(self.classes_) if threshold is not None else self.task.thresholds
-        for label, limit in zip(self.classes_, limits or [None] * len(self.classes_)):
+        for label, limit in zip(self.classes_, self.task.limits(len(self.classes_), threshold)):
             result["per_label"][label]["threshold"] = limit
         result["unknown_labels"] = self.task.unseen(cells, self.classes_)
         result["unknown_label_rows"] = sum(bool(self.task.unseen([cell], self.classes_)) for cell in cells)

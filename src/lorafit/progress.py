@@ -193,8 +193,7 @@ def task_tables(result: dict, max_labels: int = 15) -> list[Table]:
     for column in ("label", "threshold", "precision", "recall", "F1", "support"):
         per.add_column(column, justify="right" if column != "label" else "left")
     for label, s in shown[:max_labels]:
-        threshold = "-" if s["threshold"] is None else f"{s['threshold']:.3f}"
-        per.add_row(escape(label), threshold, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}",
+        per.add_row(escape(label), f"{s['threshold']:.3f}", f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}",
                     str(s["support"]))
     return [head, per]
 

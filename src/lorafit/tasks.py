@@ -255,10 +255,13 @@ class MultiLabel(SingleLabel):
 
     def decide_matrix(self, probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """0/1 per row and label: the sigmoid at or above the label's threshold (``threshold``: one for all)."""
-        labels = probabilities.shape[1]
-        limits = np.full(labels, threshold) if threshold is not None else np.asarray(
-            self.thresholds or [DEFAULT_THRESHOLD] * labels)
-        return (probabilities >= limits).astype(int)
+        return (probabilities >= np.asarray(self.limits(probabilities.shape[1], threshold))).astype(int)
+
+    def limits(self, labels: int, threshold: float | None = None) -> list[float]:
+        """Each label's threshold: ``threshold`` for all when given, else the tuned ones (0.5 untuned)."""
+        if threshold is not None:
+            return [float(threshold)] * labels
+        return list(self.thresholds or [DEFAULT_THRESHOLD] * labels)
 
     def probabilities(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         """Each label's sigmoid (rows need not sum to 1; there is no temperature)."""
