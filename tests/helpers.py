@@ -90,3 +90,24 @@ def write_labeled(path: str | Path, n_per_class: int = 20, seed: int = 0) -> Pat
     """A labeled file of synthetic data (columns ``text`` and ``label``)."""
     texts, labels = make_texts(n_per_class, seed)
     return write_table(path, {"text": texts, "label": labels})
+
+
+def make_multilabel(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """``(texts, label lists)``: each text has 2 words of each of its 0-2 classes among 2-3 filler words."""
+    rng = random.Random(seed)
+    texts, sets = [], []
+    for _ in range(n):
+        labels = sorted(rng.sample(LABELS, rng.randint(0, 2)))
+        words = [w for label in labels for w in rng.sample(CLASS_WORDS[label], 2)] + rng.sample(FILLER, rng.randint(2, 3))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        sets.append(labels)
+    return texts, sets
+
+
+def make_regression(n: int, seed: int = 0) -> tuple[list[str], list[float]]:
+    """``(texts, targets)``: the target is 10 + 2 x (food words) - (music words), learnable from the words."""
+    texts, sets = make_multilabel(n, seed)
+    values = [10.0 + sum(2.0 * (w in CLASS_WORDS["food"]) - (w in CLASS_WORDS["music"]) for w in text.split())
+              for text in texts]
+    return texts, values

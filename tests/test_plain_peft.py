@@ -31,6 +31,19 @@ def plain_predict_proba(run_dir: str, texts: list[str], text_pairs: list[str] | 
     import json
 
     import torch
+
+    info = json.load(open(f"{run_dir}/lorafit.json"))
+    logits = plain_logits(run_dir, texts, text_pairs)
+    probs = torch.softmax(logits / info["calibration"]["temperature"], dim=-1)
+    return probs.numpy(), dict(enumerate(info["labels"]))
+
+
+def plain_logits(run_dir: str, texts: list[str], text_pairs: list[str] | None = None):
+    """The head's output for ``texts`` (and ``text_pairs``) with transformers + peft only (a torch tensor, one
+    row per text)."""
+    import json
+
+    import torch
     from peft import PeftModel
     from transformers import AutoModel, AutoTokenizer
 
@@ -51,9 +64,7 @@ def plain_predict_proba(run_dir: str, texts: list[str], text_pairs: list[str] | 
         else:                                                  # "cls"
             pooled = hidden[:, 0]
         pooled = torch.nn.functional.normalize(pooled, dim=-1)  # L2-normalise
-        logits = model.classifier(pooled)
-    probs = torch.softmax(logits / info["calibration"]["temperature"], dim=-1)
-    return probs.numpy(), id2label
+        return model.classifier(pooled)
 
 
 def test_plain_transformers_and_peft_reproduce_lorafit(run_dir: Path) -> None:

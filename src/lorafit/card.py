@@ -1,6 +1,9 @@
 """The model card (``README.md``) written into every run directory."""
 from __future__ import annotations
 
+from lorafit.config import SINGLE_LABEL
+from lorafit.tasks import format_metric
+
 PLAIN_PEFT = '''```python
 import json, torch
 from transformers import AutoModel, AutoTokenizer
@@ -23,9 +26,17 @@ with torch.no_grad():
     else:                                                  # "cls"
         pooled = hidden[:, 0]
     pooled = torch.nn.functional.normalize(pooled, dim=-1)
-    probs = (model.classifier(pooled) / meta["calibration"]["temperature"]).softmax(-1)
-print({labels[i]: float(p) for i, p in enumerate(probs[0])})
+{ANSWER}
 ```'''
+ANSWERS = {
+    "single_label_classification": '''    probs = (model.classifier(pooled) / meta["calibration"]["temperature"]).softmax(-1)
+print({labels[i]: float(p) for i, p in enumerate(probs[0])})''',
+    "multi_label_classification": '''    scores = model.classifier(pooled).sigmoid()           # one independent score per label
+thresholds = meta["task_settings"]["thresholds"] or [0.5] * len(labels)   # tuned per label on validation data
+print([labels[i] for i, s in enumerate(scores[0]) if s >= thresholds[i]])''',
+    "regression": '''    value = model.classifier(pooled)[:, 0]             # in the target's units (the scaling is in the head)
+print(float(value[0]))'''}
+"""The last lines of :data:`PLAIN_PEFT` per task: how the head's output becomes the answer."""
 
 
 def _examples(manifest: dict) -> tuple[str, str]:
@@ -33,10 +44,6 @@ def _examples(manifest: dict) -> tuple[str, str]:
     if manifest.get("text_pairs"):
         return '[("first text", "second text")]', '["first text"], ["second text"]'
     return '["some text"]', '["some text"]'
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _data(manifest: dict) -> str:
@@ -58,6 +65,17 @@ def _data(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def _metrics_table(val_metrics: dict, metrics: dict) -> str:
+    """The metrics row of the card: accuracy / macro-F1 for single-label runs, the task's own otherwise."""
+    shown = {"accuracy": val_metrics.get("accuracy"), "macro_f1": val_metrics.get("macro_f1")} \
+        if not val_metrics or "accuracy" in val_metrics else val_metrics
+    names = [name.replace("macro_f1", "macro-F1") for name in shown]
+    values = ["-" if v is None else format_metric(k, v) for k, v in shown.items()]
+    return (f"| {' | '.join(names)} | best step | train time | samples/s |\n|{'---|' * (len(names) + 3)}\n"
+            f"| {' | '.join(values)} | {metrics.get('best_step', '-')} | {metrics.get('train_wall_seconds', 0):.1f} s | "
+            f"{metrics.get('train_samples_per_second', 0):.1f} |")
+
+
 def model_card(manifest: dict, metrics: dict) -> str:
     """Markdown: data, labels, settings, metrics (with the data they were measured on), use and how to load."""
     labels = manifest["labels"]
@@ -68,9 +86,12 @@ def model_card(manifest: dict, metrics: dict) -> str:
         else "none: there was no validation data, so nothing was measured; run `lorafit evaluate` on labeled data"
     example, tokenizer_args = _examples(manifest)
     shown = ", ".join(f"`{x}`" for x in labels[:20]) + (f" and {len(labels) - 20} more" if len(labels) > 20 else "")
+    task = manifest.get("task", SINGLE_LABEL)
+    plain = PLAIN_PEFT.replace("{ANSWER}", ANSWERS[task]).replace("TEXTS", tokenizer_args)
+    intro = "" if task == SINGLE_LABEL else f"Task: {task}. "
     return f"""# lorafit text classifier
 
-A LoRA adapter and linear head on top of `{manifest['base_model']['name']}`
+{intro}A LoRA adapter and linear head on top of `{manifest['base_model']['name']}`
 ({cfg['pooling']} pooling, L2-normalised), trained with lorafit {manifest['lorafit_version']}.
 `report.html` (next to this file) shows the training curves, the confusion matrix, per-class F1,
 calibration and the most confident mistakes.
@@ -93,9 +114,7 @@ training precision {manifest.get('train_precision', '?')}, calibration temperatu
 ## Metrics
 Measured {measured_on}, best checkpoint by {cfg['metric']}:
 
-| accuracy | macro-F1 | best step | train time | samples/s |
-|---|---|---|---|---|
-| {_pct(val_metrics.get('accuracy'))} | {_pct(val_metrics.get('macro_f1'))} | {metrics.get('best_step', '-')} | {metrics.get('train_wall_seconds', 0):.1f} s | {metrics.get('train_samples_per_second', 0):.1f} |
+{_metrics_table(val_metrics, metrics)}
 
 The validation data also picked the checkpoint, so these numbers are slightly optimistic; measure on
 held-out data with `lorafit evaluate THIS_DIRECTORY test.csv --report test_report.html`.
@@ -115,5 +134,5 @@ clf.predict({example}), clf.predict_proba({example})
 ```
 With plain transformers + peft (the head is lorafit's mean-pooled linear layer, so
 `AutoPeftModelForSequenceClassification` refuses this directory on purpose):
-{PLAIN_PEFT.replace("TEXTS", tokenizer_args)}
+{plain}
 """

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections import Counter
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -13,17 +12,18 @@ import torch
 
 from lorafit import __version__, calibration, card, metrics
 from lorafit.checkpoint import Checkpoints, fingerprint
-from lorafit.config import DataConfig, LoraSettings, TrainConfig, from_dict, resolve_validation_fraction, to_dict
-from lorafit.data import Encoded, LabeledData, Text, check_pairs, check_trainable, is_pairs, label_order, \
-    stratified_split, tokenize
+from lorafit.config import SINGLE_LABEL, DataConfig, LoraSettings, TrainConfig, from_dict, \
+    resolve_validation_fraction, selection_metric, to_dict
+from lorafit.data import Encoded, LabeledData, Text, check_pairs, is_pairs, tokenize
 from lorafit.datacheck import DataCheck, check_data
 from lorafit.errors import ConfigError, DataError, RunDirError
 from lorafit.inference import INFERENCE_PRECISION, check_inference_precision, forward_all, resolve_precision, \
-    softmax, token_batches
+    sigmoid, softmax, token_batches
 from lorafit.models import build_classifier, load_classifier, load_encoder, resolve_model, weights_hash
 from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
     write_atomically, write_json
 from lorafit.report import PREDICTIONS_CSV, REPORT_DIR, Predictions, write_run_report
+from lorafit.tasks import MultiLabel, Regression, make_task
 from lorafit.training import Callback, Trainer
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ class Classifier:
         self.train_config = TrainConfig(**{**to_dict(train or TrainConfig()), **t})
         self.lora = LoraSettings(**{**to_dict(lora or LoraSettings()), **l})
         self.data_config = DataConfig(**{**to_dict(data or DataConfig()), **d})
+        self.task = make_task(self.train_config.task, self.data_config.label_delimiter)
+        """What is learnt (:mod:`lorafit.tasks`): with a run's thresholds or target scale once fitted or loaded."""
         self.classes_: list[str] = []
         self.pairs_ = False
         """Whether the model takes ``(text, text_pair)`` pairs (it was trained on pairs) instead of single texts."""
@@ -144,26 +146,35 @@ class Classifier:
         """
         self._checkpoint_plan = (checkpoint_dir, resume)
         texts = _check_texts(texts)
-        labels = [str(x) for x in labels]
+        labels = self._cells(labels, "training data")
         if len(texts) != len(labels):
             raise DataError(f"got {len(texts)} texts but {len(labels)} labels; they must pair up")
         data = LabeledData(texts, labels, "training data")
-        check_trainable(data)
+        self.task.check_trainable(data)
         if validation is None:
             train_data, val_data = self._holdout(data, callback)
         else:
-            val_texts, val_labels = _check_texts(validation[0], "validation texts"), [str(x) for x in validation[1]]
+            val_texts, val_labels = _check_texts(validation[0], "validation texts"), self._cells(validation[1],
+                                                                                                 "validation data")
             check_pairs(val_texts, is_pairs(texts), "validation texts")
             if len(val_texts) != len(val_labels) or not val_texts:
                 raise DataError(f"validation has {len(val_texts)} texts and {len(val_labels)} labels; they must "
                                 "pair up, and there must be at least one")
             train_data = data
             val_data = LabeledData(val_texts, val_labels, "validation data")
-        test_data = LabeledData(_check_texts(test[0], "test texts"), [str(x) for x in test[1]], "test data") \
+        test_data = LabeledData(_check_texts(test[0], "test texts"), self._cells(test[1], "test data"), "test data") \
             if test is not None else None
         if test_data is not None:
             check_pairs(test_data.texts, is_pairs(texts), "test texts")
         return self._fit(train_data, val_data, test_data, callback)
+
+    def _cells(self, labels: list, where: str) -> list[str]:
+        """Labels given in Python (strings, numbers, lists for multi-label) as checked label cells."""
+        if isinstance(labels, str):
+            raise TypeError(f"labels of the {where} must be a list, got a single string")
+        cells = self.task.cells(list(labels))
+        self.task.check_cells(cells, f"the {where}")
+        return cells
 
     def fit_files(self, train_path: str | Path, validation_path: str | Path | None = None,
                   callback: Callback | None = None, test_path: str | Path | None = None,
@@ -195,44 +206,47 @@ class Classifier:
                     callback: Callback | None) -> tuple[LabeledData, LabeledData | None, LabeledData | None]:
         from lorafit.data import read_labeled
 
-        cfg = self.data_config
-        train = read_labeled(train_path, cfg.text_column, cfg.label_column, cfg.empty_texts, cfg.text_pair_column)
-        check_trainable(train)
+        cfg, task = self.data_config, self.task
+        train = read_labeled(train_path, cfg.text_column, cfg.label_column, cfg.empty_texts, cfg.text_pair_column,
+                             task)
+        task.check_trainable(train)
         if validation_path is None:
             train, val = self._holdout(train, callback)
         else:
             val = read_labeled(validation_path, cfg.text_column, cfg.label_column, cfg.empty_texts,
-                               cfg.text_pair_column)
-        test = read_labeled(test_path, cfg.text_column, cfg.label_column, "drop", cfg.text_pair_column) \
+                               cfg.text_pair_column, task)
+        test = read_labeled(test_path, cfg.text_column, cfg.label_column, "drop", cfg.text_pair_column, task) \
             if test_path else None
         return train, val, test
 
     def _holdout(self, data: LabeledData, callback: Callback | None) -> tuple[LabeledData, LabeledData | None]:
-        """A seeded stratified validation split, or none (``validation_fraction`` 0, or ``auto`` on small
-        classes); the count of dropped rows stays with the training part."""
-        smallest = min(Counter(data.labels).values())
+        """A seeded validation split (stratified for single-label, random for the other tasks), or none
+        (``validation_fraction`` 0, or ``auto`` on small classes); the count of dropped rows stays with the
+        training part."""
+        smallest = self.task.holdout_rows(data.labels)
         fraction = resolve_validation_fraction(self.data_config.validation_fraction, smallest)
         if fraction == 0:
-            message = (f"no validation data (validation_fraction={self.data_config.validation_fraction}, smallest "
-                       f"class {smallest} rows): training on all {len(data)} rows and keeping the last state")
+            message = (f"no validation data (validation_fraction={self.data_config.validation_fraction}, "
+                       f"{self.task.holdout_basis} {smallest} rows): training on all {len(data)} rows and keeping "
+                       "the last state")
             _announce(message, callback)
             return data, None
-        train_index, val_index = stratified_split(data.labels, fraction, self.train_config.seed)
+        train_index, val_index = self.task.split(data.labels, fraction, self.train_config.seed)
         train, val = data.subset(train_index), data.subset(val_index)
         train.dropped_empty = data.dropped_empty
-        val.source = f"{data.source} (stratified {fraction:.0%} split)"
+        val.source = f"{data.source} ({self.task.split_kind} {fraction:.0%} split)"
         return train, val
 
     def _fit(self, train: LabeledData, val: LabeledData | None, test: LabeledData | None,
              callback: Callback | None) -> "Classifier":
-        cfg = self.train_config
+        self.train_config = cfg = replace(self.train_config, metric=selection_metric(self.train_config))
         self.pairs_ = is_pairs(train.texts)
         if self.data_config.text_pair_column and not self.pairs_:
             raise ConfigError(f"text_pair_column is {self.data_config.text_pair_column!r}, but the training texts "
                               "are single strings; give (text, text_pair) pairs, or leave text_pair_column out")
-        self.classes_ = label_order(train.labels)
-        index = {label: i for i, label in enumerate(self.classes_)}
-        unseen = sorted(set(val.labels) - set(index)) if val is not None else []
+        task = self.task
+        self.classes_ = task.classes(train.labels, self.data_config.label_column)
+        unseen = task.unseen(val.labels, self.classes_) if val is not None else []
         if unseen:
             raise DataError(f"validation data has label(s) the training data lacks: {', '.join(map(repr, unseen[:10]))}; "
                             "every validation label needs training examples")
@@ -252,13 +266,16 @@ class Classifier:
             callback.on_phase("tokenize")
         train_enc = tokenize(self.tokenizer, train.texts, cfg.max_length)
         val_enc = tokenize(self.tokenizer, val.texts, cfg.max_length) if val is not None else None
-        train_y = np.array([index[x] for x in train.labels])
-        val_y = np.array([index[x] for x in val.labels]) if val is not None else None
+        train_y = task.encode(train.labels, self.classes_)
+        val_y = task.encode(val.labels, self.classes_) if val is not None else None
+        task.fit_scale(train_y)
         weights = self._class_weights(train_y) if cfg.class_weights == "auto" else None
         trainer = Trainer(self.model, cfg, self.tokenizer.pad_token_id, callback, class_weights=weights,
-                          checkpoints=self._checkpoints(train, val, callback))
+                          checkpoints=self._checkpoints(train, val, callback), task=task)
         self._train_precision = trainer.precision
-        result = trainer.fit(train_enc, train_y, val_enc, val_y, len(self.classes_))
+        result = trainer.fit(train_enc, task.scale(train_y), val_enc, None if val_y is None else task.scale(val_y),
+                             len(self.classes_))
+        task.finish(self.model.head)
         self.model.eval()
         best = next((h for h in result.history if h["step"] == result.best_step), {})
         self.metrics_ = {"validation": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
@@ -271,9 +288,25 @@ class Classifier:
         self.data_summary = {"train": self._summary(train, train_enc),
                              "validation": self._summary(val, val_enc) if val is not None else None,
                              "test": {"source": test.source, "rows": len(test)} if test is not None else None}
-        self.validation_predictions = None if result.val_logits is None else Predictions.from_logits(
-            val.texts, val.labels, result.val_logits, self.classes_, self.temperature)
+        self.validation_predictions = None if result.val_logits is None or task.name != SINGLE_LABEL else \
+            Predictions.from_logits(val.texts, val.labels, result.val_logits, self.classes_, self.temperature)
         return self
+
+    def _tune_task(self, logits: np.ndarray | None, y: np.ndarray | None, callback: Callback | None) -> None:
+        """Multi-label: per-label thresholds tuned on the validation logits; calibration is single-label only."""
+        if self.train_config.calibrate:
+            _announce(f"calibration (temperature) applies to single-label classification only: skipped for "
+                      f"{self.task.name}", callback)
+        if not isinstance(self.task, MultiLabel):
+            return
+        if logits is None or y is None:
+            _announce("no validation data: every label keeps the threshold 0.5", callback)
+            self.task.thresholds = None
+            return
+        self.task.tune(sigmoid(logits), y)
+        tuned = metrics.multilabel_headline(y, self.task.decide_matrix(sigmoid(logits)))
+        self.calibration_ = {"validation_rows": int(len(y)), "thresholds": dict(zip(self.classes_, self.task.thresholds)),
+                             "validation_tuned": tuned}
 
     def _checkpoints(self, train: LabeledData, val: LabeledData | None, callback: Callback | None
                      ) -> Checkpoints | None:
@@ -290,19 +323,19 @@ class Classifier:
         return Checkpoints(directory, self.train_config.checkpoint_every, expected, resume,
                            inform=callback.on_info if callback else None)
 
-    def _class_weights(self, label_ids: np.ndarray) -> np.ndarray:
-        """Inverse-frequency weights, ``n / (classes * count)`` (scikit-learn's "balanced"); 0 for absent classes."""
-        counts = np.bincount(label_ids, minlength=len(self.classes_)).astype(np.float64)
-        present = counts > 0
-        weights = np.zeros_like(counts)
-        weights[present] = len(label_ids) / (present.sum() * counts[present])
-        return weights
+    def _class_weights(self, targets: np.ndarray) -> np.ndarray:
+        """The loss weights of ``class_weights="auto"`` for these training targets (see the task's)."""
+        return self.task.class_weights(targets, len(self.classes_))
 
     def _calibrate(self, logits: np.ndarray | None, y: np.ndarray | None, callback: Callback | None) -> None:
-        """Fit the temperature and the abstention threshold on the kept checkpoint's validation logits."""
+        """Fit the temperature and the abstention threshold on the kept checkpoint's validation logits
+        (single-label); tune the per-label thresholds (multi-label)."""
         cfg = self.train_config
         self.temperature, self.calibration_, self.unknown_label = 1.0, {}, cfg.unknown_label
         self.threshold = cfg.threshold
+        if self.task.name != SINGLE_LABEL:
+            self._tune_task(logits, y, callback)
+            return
         if logits is None or y is None:
             if cfg.calibrate:
                 _announce("no validation data: calibration skipped (temperature 1.0)", callback)
@@ -334,17 +367,17 @@ class Classifier:
         if limit and setting != "auto" and setting > limit:
             raise ConfigError(f"max_length {setting} is longer than {model!r} accepts ({limit} tokens); "
                               f"pass --max-length {limit} or less, or --max-length auto")
-        self.data_check = check_data(train, {"validation": val, "test": test}, self.tokenizer, setting, limit)
+        self.data_check = check_data(train, {"validation": val, "test": test}, self.tokenizer, setting, limit,
+                                     count_labels=self.task.label_counts)
         if callback:
             callback.on_data_check(self.data_check)
         self.train_config = replace(self.train_config, max_length=self.data_check.max_length)
         return self.train_config
 
-    @staticmethod
-    def _summary(data: LabeledData, encoded: Encoded) -> dict:
+    def _summary(self, data: LabeledData, encoded: Encoded) -> dict:
+        counts = self.task.label_counts(data.labels)
         return {"source": data.source, "rows": len(data), "dropped_empty": data.dropped_empty,
-                "truncated": encoded.truncated, "classes": len(set(data.labels)),
-                "label_counts": dict(sorted(Counter(data.labels).items()))}
+                "truncated": encoded.truncated, "classes": len(counts), "label_counts": counts}
 
     # ---------------------------------------------------------------------------------- inference
     @property
@@ -377,26 +410,31 @@ class Classifier:
                            device, method=method, **options)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order.
+        """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order;
+        multi-label: each label's sigmoid (rows need not sum to 1). Regression has none: a ConfigError.
 
         Example:
             >>> clf.predict_proba(["where is my card?"]).round(2)  # doctest: +SKIP
         """
-        logits = self._forward(texts)
-        return softmax(logits, self.temperature) if len(logits) else logits.astype(np.float64)
+        return self.task.probabilities(self._forward(texts), self.temperature)
 
-    def predict(self, texts: list[str], threshold: float | None = None) -> list[str]:
+    def predict(self, texts: list[str], threshold: float | None = None) -> list:
         """The most probable label of each text, or ``unknown_label`` where the classifier abstains.
 
-        ``threshold`` overrides the run's abstention threshold (``0`` never abstains).
+        ``threshold`` overrides the run's abstention threshold (``0`` never abstains). Multi-label: the list
+        of labels at or above their tuned thresholds (``threshold``: one threshold for every label);
+        regression: the predicted number of each text.
         """
+        if isinstance(self.task, Regression):
+            return self.task.values(self._forward(texts))
         return self.decide(self.predict_proba(texts), threshold)
 
-    def decide(self, probs: np.ndarray, threshold: float | None = None) -> list[str]:
+    def decide(self, probs: np.ndarray, threshold: float | None = None) -> list:
         """Labels for rows of :meth:`predict_proba`: the argmax, or ``unknown_label`` where the top probability
-        is below ``threshold`` (default: the run's own, None if it does not abstain)."""
-        return calibration.decide(probs, self.classes_, self.threshold if threshold is None else threshold,
-                                  self.unknown_label)
+        is below ``threshold`` (default: the run's own, None if it does not abstain); multi-label: the labels
+        at or above their thresholds."""
+        return self.task.decide(probs, self.classes_, self.threshold if threshold is None else threshold,
+                                self.unknown_label)
 
     def embed(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         """One vector per text from the fine-tuned encoder, pooled as the head sees it, shape
@@ -420,7 +458,11 @@ class Classifier:
         accuracy and out-of-scope recall, where abstaining or predicting ``oos_label`` count as "out of scope".
         Labels the model never saw are listed under ``unknown_labels`` (their rows count as errors).
         ``probabilities``: ``predict_proba(texts)`` if already computed (saves a second pass).
+
+        Multi-label and regression runs answer with their own metrics (see :meth:`_evaluate_task`).
         """
+        if self.task.name != SINGLE_LABEL:
+            return self._evaluate_task(texts, labels, threshold, probabilities)
         labels = [str(x) for x in labels]
         if len(_check_texts(texts)) != len(labels):
             raise DataError(f"got {len(texts)} texts but {len(labels)} labels; they must pair up")
@@ -449,6 +491,28 @@ class Classifier:
             result["abstain"] = self._abstain_report(probs, labels, threshold or 0.0, oos_label)
         return result
 
+    def _evaluate_task(self, texts: list[str], labels: list, threshold: float | None,
+                       probabilities: np.ndarray | None) -> dict:
+        """Multi-label: ``micro_f1``, ``macro_f1``, ``subset_accuracy`` and ``per_label`` (with each label's
+        threshold) at the run's thresholds (``threshold``: one for all), and labels the run never saw under
+        ``unknown_labels``; regression: ``mse``, ``mae``, ``rmse``, ``pearson``, ``spearman``."""
+        cells = self._cells(labels, "evaluation data")
+        if len(_check_texts(texts)) != len(cells):
+            raise DataError(f"got {len(texts)} texts but {len(cells)} labels; they must pair up")
+        if isinstance(self.task, Regression):
+            if threshold is not None:
+                raise ConfigError("a threshold applies to classification; this is a regression run")
+            return {**metrics.regression_scores(self.task.encode(cells, self.classes_), np.array(self.predict(texts))),
+                    "n": len(cells)}
+        probs = self.predict_proba(texts) if probabilities is None else np.asarray(probabilities, dtype=np.float64)
+        result = metrics.multilabel_report(self.task.encode(cells, self.classes_),
+                                           self.task.decide_matrix(probs, threshold), self.classes_)
+        for label, limit in zip(self.classes_, self.task.limits(len(self.classes_), threshold)):
+            result["per_label"][label]["threshold"] = limit
+        result["unknown_labels"] = self.task.unseen(cells, self.classes_)
+        result["unknown_label_rows"] = sum(bool(self.task.unseen([cell], self.classes_)) for cell in cells)
+        return result
+
     def _abstain_report(self, probs: np.ndarray, labels: list[str], threshold: float, oos_label: str | None) -> dict:
         """Coverage and accuracy on answered rows; in-scope accuracy and out-of-scope recall with ``oos_label``."""
         decided = np.array(self.decide(probs, threshold), dtype=object)
@@ -474,7 +538,8 @@ class Classifier:
         import transformers
 
         return {"format_version": FORMAT_VERSION, "lorafit_version": __version__,
-                "task": "single_label_classification", "base_model": self.base, "labels": self.classes_,
+                "task": self.task.name, "task_settings": self.task.to_manifest(), "base_model": self.base,
+                "labels": self.classes_,
                 "text_column": self.data_config.text_column, "label_column": self.data_config.label_column,
                 "text_pair_column": self.data_config.text_pair_column, "text_pairs": self.pairs_,
                 "max_length": self.train_config.max_length, "max_length_auto": self._max_length_setting == "auto",
@@ -544,6 +609,8 @@ class Classifier:
                   data=from_dict(DataConfig, manifest.get("data_config", {})))
         clf.classes_ = list(manifest["labels"])
         clf.pairs_ = bool(manifest.get("text_pairs", False))
+        clf.task = make_task(manifest.get("task", SINGLE_LABEL), clf.data_config.label_delimiter,
+                             manifest.get("task_settings"))
         try:
             clf.tokenizer = AutoTokenizer.from_pretrained(str(path))
         except Exception as exc:  # tokenizers' own exception types vary: name the files whatever they are

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lorafit.config import DataConfig, LoraSettings, ServeLimits, TrainConfig
+from lorafit.config import REGRESSION, SINGLE_LABEL, DataConfig, LoraSettings, ServeLimits, TrainConfig, \
+    selection_metric
 from lorafit.data import CHUNK_ROWS
 from lorafit.errors import ConfigError, LorafitError
 
@@ -48,6 +49,18 @@ RunTextPairColumn = Annotated[Optional[str], typer.Option("--text-pair-column", 
 Model = Annotated[str, typer.Option("--model", help="Base encoder: alias 'minilm', a local model directory or a hub id.")]
 MaxLength = Annotated[str, typer.Option("--max-length", help="Longest input in tokens (longer texts are truncated and counted); auto: the 99th percentile of the training texts' token lengths, rounded up to a multiple of 8, capped by the model.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for split, initialisation and batch order.")]
+Task = Annotated[str, typer.Option("--task", help="classification (one label per text), multi-label (any number of labels per text) or regression (a number per text); the full names single_label_classification, multi_label_classification work too.")]
+MultiLabelFlag = Annotated[bool, typer.Option("--multi-label", help="Shortcut for --task multi-label.")]
+LabelDelimiter = Annotated[str, typer.Option("--label-delimiter", help="Multi-label: what separates labels in a label cell (a|b); a JSON list [\"a\", \"b\"] in a cell is always accepted.")]
+
+
+def _task(task: str, multi_label: bool) -> str:
+    """``--task`` with ``--multi-label`` applied; asking for two different tasks is a ConfigError."""
+    from lorafit.config import MULTI_LABEL, TASK_ALIASES
+
+    if multi_label and TASK_ALIASES.get(task, task) not in (MULTI_LABEL, _default(TrainConfig, "task")):
+        raise ConfigError(f"--multi-label contradicts --task {task}; give one of them")
+    return MULTI_LABEL if multi_label else task
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -62,6 +75,9 @@ def train(
     label_column: LabelColumn = _default(DataConfig, "label_column"),
     text_pair_column: TextPairColumn = None,
     empty_texts: Annotated[str, typer.Option(help="Empty or whitespace-only texts: drop (counted, warned) or error.")] = _default(DataConfig, "empty_texts"),
+    task: Task = "classification",
+    multi_label: MultiLabelFlag = False,
+    label_delimiter: LabelDelimiter = _default(DataConfig, "label_delimiter"),
     model: Model = _default(TrainConfig, "model"),
     pooling: Annotated[str, typer.Option(help="mean (suits sentence-transformer encoders) or cls.")] = _default(TrainConfig, "pooling"),
     probe_init: Annotated[bool, typer.Option("--probe-init/--no-probe-init", help="Start the head from a linear probe on frozen embeddings.")] = _default(TrainConfig, "probe_init"),
@@ -83,7 +99,7 @@ def train(
     seed: Seed = _default(TrainConfig, "seed"),
     eval_every: Annotated[str, typer.Option(help="Evaluate every N steps, or 'epoch'.")] = _default(TrainConfig, "eval_every"),
     patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping; 0 = never stop early.")] = _default(TrainConfig, "patience"),
-    metric: Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1.")] = _default(TrainConfig, "metric"),
+    metric: Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1; multi-label: micro_f1, macro_f1 or subset_accuracy; regression: mse, mae, pearson or spearman; auto: the first of these.")] = _default(TrainConfig, "metric"),
     precision: Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported), bf16 or fp32.")] = _default(TrainConfig, "precision"),
     length_bucketing: Annotated[bool, typer.Option("--length-bucketing/--no-length-bucketing", help="Batch texts of similar length together (less padding).")] = _default(TrainConfig, "length_bucketing"),
     cache_frozen: Annotated[bool, typer.Option("--cache-frozen/--no-cache-frozen", help="Compute the frozen blocks below LoRA once and reuse their output.")] = _default(TrainConfig, "cache_frozen"),
@@ -105,7 +121,7 @@ def train(
     from lorafit.progress import RichCallback, summary_table
 
     clf = Classifier(
-        TrainConfig(model=model, pooling=pooling, probe_init=probe_init, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
+        TrainConfig(task=_task(task, multi_label), model=model, pooling=pooling, probe_init=probe_init, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                     learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
                     max_length=max_length, seed=seed, eval_every=eval_every, patience=patience, metric=metric,
                     precision=precision, length_bucketing=length_bucketing, cache_frozen=cache_frozen,
@@ -117,10 +133,10 @@ def train(
                      layers_to_transform=layers_to_transform,
                      use_rslora=use_rslora, use_dora=use_dora),
         DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
-                   empty_texts=empty_texts, text_pair_column=text_pair_column))
+                   empty_texts=empty_texts, text_pair_column=text_pair_column, label_delimiter=label_delimiter))
     Classifier.check_output(out_dir, overwrite)
     checkpoints = check_fresh_start(checkpoint_dir(out_dir), resume, overwrite)
-    with RichCallback(err, enabled=progress, metric=metric) as callback:
+    with RichCallback(err, enabled=progress, metric=selection_metric(clf.train_config)) as callback:
         clf.fit_files(train_file, validation, callback=callback, test_path=test, checkpoint_dir=checkpoints,
                       resume=resume)
     clf.save(out_dir, overwrite=overwrite)
@@ -151,8 +167,10 @@ def evaluate(
     clf = Classifier.load(run_dir, trust_remote_code=trust_remote_code)
     labeled = read_labeled(data, text_column or clf.data_config.text_column,
                            label_column or clf.data_config.label_column, empty_texts="drop",
-                           text_pair_column=_pair_column(clf, text_pair_column))
-    probabilities = clf.predict_proba(labeled.texts)
+                           text_pair_column=_pair_column(clf, text_pair_column), task=clf.task)
+    if clf.task.name != SINGLE_LABEL and (oos_label is not None or report is not None):
+        raise ConfigError(f"--oos-label and --report apply to single-label runs; this run is {clf.task.name}")
+    probabilities = None if clf.task.name == REGRESSION else clf.predict_proba(labeled.texts)
     result = clf.evaluate(labeled.texts, labeled.labels, threshold=threshold, oos_label=oos_label,
                           probabilities=probabilities)
     result["data"] = {"source": str(data), "rows": len(labeled), "dropped_empty": labeled.dropped_empty}
@@ -163,9 +181,10 @@ def evaluate(
         return
     for table in evaluation_tables(result, classes):
         out.print(table)
-    if result["unknown_labels"]:
+    if result.get("unknown_labels"):
+        consequence = "they count as errors" if clf.task.name == SINGLE_LABEL else "those labels are left out"
         err.print(f"[yellow]warning:[/yellow] {result['unknown_label_rows']} row(s) have labels the model never saw "
-                  f"({', '.join(result['unknown_labels'][:10])}); they count as errors")
+                  f"({', '.join(result['unknown_labels'][:10])}); {consequence}")
 
 
 def _evaluation_report(clf, run_dir: Path, labeled, probabilities, path: Path) -> None:
@@ -198,10 +217,11 @@ def predict(
     precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16 or auto (bf16 where native: faster, probabilities off by up to ~1e-2).")] = "fp32",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (with --output).")] = True,
 ) -> None:
-    """Label, score and the full probability distribution for each text, in input order."""
+    """Label, score and the full probability distribution for each text, in input order (multi-label runs:
+    labels and per-label scores; regression runs: the value)."""
     from lorafit.data import pair_up, read_text_chunks
     from lorafit.exported import load_predictor
-    from lorafit.predict_io import iter_predictions, prediction_records, write_predictions
+    from lorafit.predict_io import iter_predictions, prediction_records, task_name, write_predictions
     from lorafit.progress import StreamProgress
 
     if not texts and input_file is None:
@@ -227,7 +247,8 @@ def predict(
         _print_jsonl(records)
         err.print(f"classified {meter.rows} texts ({meter.rate:,.0f} rows/s)")
     else:
-        count = write_predictions(output_file, records, clf.classes_, pairs=pair_column is not None)
+        count = write_predictions(output_file, records, clf.classes_, task_name(clf),
+                                  getattr(getattr(clf, "task", None), "delimiter", "|"), pairs=pair_column is not None)
         err.print(f"wrote {count} predictions to {output_file} ({meter.rate:,.0f} rows/s)")
 
 
@@ -361,6 +382,9 @@ def inspect(
     text_column: TextColumn = _default(DataConfig, "text_column"),
     label_column: LabelColumn = _default(DataConfig, "label_column"),
     text_pair_column: TextPairColumn = None,
+    task: Task = "classification",
+    multi_label: MultiLabelFlag = False,
+    label_delimiter: LabelDelimiter = _default(DataConfig, "label_delimiter"),
     model: Model = _default(TrainConfig, "model"),
     max_length: MaxLength = _default(TrainConfig, "max_length"),
     seed: Seed = _default(TrainConfig, "seed"),
@@ -369,9 +393,10 @@ def inspect(
     from lorafit import Classifier
     from lorafit.progress import data_check_renderables
 
-    clf = Classifier(TrainConfig(model=model, max_length=max_length, seed=seed),
+    clf = Classifier(TrainConfig(task=_task(task, multi_label), model=model, max_length=max_length, seed=seed),
                      data=DataConfig(text_column=text_column, label_column=label_column,
-                                     validation_fraction=validation_fraction, text_pair_column=text_pair_column))
+                                     validation_fraction=validation_fraction, text_pair_column=text_pair_column,
+                                     label_delimiter=label_delimiter))
     for item in data_check_renderables(clf.inspect_files(train_file, validation, test)):
         out.print(item)
 

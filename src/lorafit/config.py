@@ -10,7 +10,16 @@ from typing import Any
 
 from lorafit.errors import ConfigError
 
-METRICS = ("accuracy", "macro_f1")
+SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+TASKS = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+"""What a run learns, named as transformers' ``problem_type``."""
+TASK_ALIASES = {"classification": SINGLE_LABEL, "single-label": SINGLE_LABEL, "multi-label": MULTI_LABEL,
+                "regression": REGRESSION}
+"""The CLI's short names (``--task multi-label``), accepted by the config too."""
+TASK_METRICS = {SINGLE_LABEL: ("accuracy", "macro_f1"), MULTI_LABEL: ("micro_f1", "macro_f1", "subset_accuracy"),
+                REGRESSION: ("mse", "mae", "pearson", "spearman")}
+"""The validation metrics that may pick the best checkpoint of each task; the first is what ``auto`` means."""
+METRICS = TASK_METRICS[SINGLE_LABEL]
 MIN_STEPS_MAX_EPOCHS = 10
 """``min_steps`` adds epochs up to this many in all."""
 POOLINGS = ("mean", "cls")
@@ -46,6 +55,9 @@ class DataConfig:
     (with a few examples per class a held-out row teaches more than it measures)."""
     empty_texts: str = "drop"
     """What to do with empty or whitespace-only texts: ``drop`` them (counted, with a warning) or ``error``."""
+    label_delimiter: str = "|"
+    """Multi-label only: what separates the labels in a label cell (``sports|music``); a cell holding a JSON
+    list (``["sports", "music"]``) is always read as one, and a JSONL file may hold a real list."""
 
     def __post_init__(self) -> None:
         _check(bool(self.text_column), "text_column must not be empty")
@@ -57,6 +69,10 @@ class DataConfig:
             used = {self.text_column: "text_column", self.label_column: "label_column"}
             _check(self.text_pair_column not in used, f"text_pair_column {self.text_pair_column!r} is also the "
                    f"{used.get(self.text_pair_column)}; the second text needs a column of its own")
+        _check(isinstance(self.label_delimiter, str) and self.label_delimiter.strip() == self.label_delimiter != ""
+               and not any(c in self.label_delimiter for c in '[]"\n\r'),
+               f"label_delimiter must be a non-empty string without surrounding spaces, brackets, quotes or line "
+               f"breaks (e.g. '|' or ','), got {self.label_delimiter!r}")
         self.validation_fraction = parse_validation_fraction(self.validation_fraction)
         _check(self.empty_texts in ("drop", "error"),
                f"empty_texts must be 'drop' or 'error', got {self.empty_texts!r}")
@@ -100,6 +116,10 @@ class LoraSettings:
 class TrainConfig:
     """How to train: base model, head, optimisation, evaluation and early stopping."""
 
+    task: str = SINGLE_LABEL
+    """What to learn: ``single_label_classification`` (one label per text), ``multi_label_classification``
+    (any number of labels per text: sigmoid outputs, per-label thresholds) or ``regression`` (a number per
+    text); the short names ``classification``, ``multi-label`` and ``regression`` are accepted too."""
     model: str = "minilm"
     """Base encoder: an alias (``minilm``), a local model directory or a Hugging Face Hub id."""
     pooling: str = "mean"
@@ -130,8 +150,10 @@ class TrainConfig:
     """Evaluate on validation data every N optimisation steps, or once per ``epoch``."""
     patience: int = 2
     """Stop after this many evaluations without improvement of ``metric``; 0 disables early stopping."""
-    metric: str = "accuracy"
-    """Validation metric that picks the best checkpoint: ``accuracy`` or ``macro_f1``."""
+    metric: str = "auto"
+    """Validation metric that picks the best checkpoint. Single-label: ``accuracy`` or ``macro_f1``;
+    multi-label: ``micro_f1``, ``macro_f1`` or ``subset_accuracy``; regression: ``mse``, ``mae`` (lower is
+    better), ``pearson`` or ``spearman``. ``auto``: the first of the task's (accuracy, micro_f1, mse)."""
     precision: str = "auto"
     """``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where the CPU/GPU supports it natively)."""
     eval_batch_size: int = 256
@@ -143,9 +165,11 @@ class TrainConfig:
     off: recompute them at every step (the same model, slower)."""
     class_weights: str = "none"
     """``auto``: weight each class's loss (and the probe) by its inverse frequency, so rare classes count
-    as much as common ones; ``none``: every row counts the same."""
+    as much as common ones (multi-label: each label's positives weigh negatives/positives, BCE's
+    ``pos_weight``); ``none``: every row counts the same. Not for regression."""
     calibrate: bool = True
-    """Fit a softmax temperature on the validation data after training (needs validation data)."""
+    """Fit a softmax temperature on the validation data after training (needs validation data); single-label
+    only: skipped (and logged) for the other tasks, whose multi-label thresholds are tuned instead."""
     abstain: bool = False
     """Answer ``unknown_label`` when the top probability is below a threshold chosen on validation data
     for ``target_precision`` (or the fixed ``threshold``)."""
@@ -177,7 +201,13 @@ class TrainConfig:
         _check(isinstance(self.min_steps, int) and self.min_steps >= 0,
                f"min_steps must be an integer >= 0, got {self.min_steps!r}")
         _check(isinstance(self.patience, int) and self.patience >= 0, f"patience must be an integer >= 0, got {self.patience!r}")
-        _check(self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        self.task = TASK_ALIASES.get(self.task, self.task)
+        _check(self.task in TASKS, f"task must be one of {', '.join(TASKS)} (or {', '.join(TASK_ALIASES)}), "
+                                   f"got {self.task!r}")
+        metrics = TASK_METRICS[self.task]
+        _check(self.metric == "auto" or self.metric in metrics,
+               f"metric must be one of {', '.join(metrics)}, got {self.metric!r} (the metrics of {self.task}; or auto "
+               f"for {metrics[0]})")
         _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.eval_every = parse_eval_every(self.eval_every)
         _check(self.class_weights in CLASS_WEIGHTS,
@@ -188,6 +218,11 @@ class TrainConfig:
         _check(bool(str(self.unknown_label).strip()), "unknown_label must not be empty; e.g. --unknown-label unknown")
         if self.threshold is not None:
             self.abstain = True
+        _check(self.task != REGRESSION or self.class_weights == "none",
+               "class_weights 'auto' has no meaning for regression (there are no classes); leave it at 'none'")
+        _check(self.task == SINGLE_LABEL or not self.abstain,
+               f"abstain and threshold apply to single_label_classification only, not {self.task} (multi-label "
+               "thresholds are tuned per label on the validation data); leave out --abstain and --threshold")
         self.checkpoint_every = parse_eval_every(self.checkpoint_every, "checkpoint_every", minimum=0)
 
 
@@ -213,6 +248,11 @@ class ServeLimits:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         _check(0 <= self.max_wait_ms <= 1000, f"max_wait_ms must be in [0, 1000], got {self.max_wait_ms!r}")
+
+
+def selection_metric(config: TrainConfig) -> str:
+    """The metric that picks the best checkpoint: ``config.metric``, with ``auto`` resolved for its task."""
+    return TASK_METRICS[config.task][0] if config.metric == "auto" else config.metric
 
 
 def parse_max_length(value: int | str) -> int | str:

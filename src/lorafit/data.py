@@ -15,11 +15,15 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from lorafit.errors import DataError
+
+if TYPE_CHECKING:
+    from lorafit.tasks import SingleLabel
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +321,8 @@ def check_pairs(texts: list[Text], pairs: bool, name: str = "texts") -> None:
 
 
 def _as_text(value: object) -> str:
+    if isinstance(value, (list, tuple, np.ndarray)):  # a JSONL or Parquet list (multi-label cells)
+        return json.dumps([_as_text(v) for v in value], ensure_ascii=False)
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -348,10 +354,13 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
 
 
 def read_labeled(path: str | Path, text_column: str = "text", label_column: str = "label",
-                 empty_texts: str = "drop", text_pair_column: str | None = None) -> LabeledData:
+                 empty_texts: str = "drop", text_pair_column: str | None = None,
+                 task: "SingleLabel | None" = None) -> LabeledData:
     """Read a labeled file. Rows with empty texts are dropped with a warning (or refused), never silently.
 
     With ``text_pair_column`` the texts are ``(text, text_pair)`` pairs, and a row is empty when either is.
+    ``task`` (a :mod:`lorafit.tasks` task; default single-label) checks the label cells and says whether an
+    empty one is a row without labels (multi-label) or an error.
 
     Example:
         >>> data = read_labeled("examples/banking77/train.csv")  # doctest: +SKIP
@@ -361,11 +370,14 @@ def read_labeled(path: str | Path, text_column: str = "text", label_column: str 
     frame = read_table(path)
     texts = _texts(frame, path, text_column, text_pair_column)
     labels = _column(frame, label_column, path, "--label-column")
-    missing_label = [i for i, label in enumerate(labels) if not label.strip()]
+    allows_empty = task is not None and task.allows_empty_labels
+    missing_label = [] if allows_empty else [i for i, label in enumerate(labels) if not label.strip()]
     if missing_label:
         rows = ", ".join(str(i + 2) for i in missing_label[:5])
         raise DataError(f"{len(missing_label)} row(s) of {path.name} have an empty '{label_column}' "
                         f"(file lines {rows}{', ...' if len(missing_label) > 5 else ''}); fill or remove them")
+    if task is not None:
+        task.check_cells(labels, path.name, first_line=2)
     empty = [i for i, text in enumerate(texts) if not all(part.strip() for part in _parts(text))]
     what = f"'{text_column}' or '{text_pair_column}'" if text_pair_column else "text"
     if empty and empty_texts == "error":
@@ -427,6 +439,22 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.
     val_index = np.array(sorted(val), dtype=np.int64)
     train_index = np.setdiff1d(np.arange(len(labels)), val_index)
     return train_index, val_index
+
+
+def random_split(rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): a seeded random ``fraction`` of the rows (at least one, never all), for
+    tasks without classes to stratify by (regression, multi-label).
+
+    Example:
+        >>> tr, va = random_split(20, 0.2, seed=0)
+        >>> len(tr), len(va)
+        (16, 4)
+    """
+    if rows < 2:
+        raise DataError(f"{rows} row(s) are too few to split off validation data; add rows or pass a --validation file")
+    take = min(rows - 1, max(1, int(round(fraction * rows))))
+    val_index = np.sort(np.random.default_rng(seed).permutation(rows)[:take])
+    return np.setdiff1d(np.arange(rows), val_index), val_index
 
 
 @dataclass

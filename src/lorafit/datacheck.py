@@ -12,6 +12,7 @@ import logging
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -131,8 +132,9 @@ def _duplicates(data: LabeledData) -> tuple[int, list[str], int, list[str]]:
     return repeated, repeats, len(conflicts), [first[k] for k in conflicts[:EXAMPLES]]
 
 
-def _split(name: str, data: LabeledData, train_keys: set[str] | None) -> SplitCheck:
-    check = SplitCheck(name, data.source, len(data), data.dropped_empty, dict(Counter(data.labels)))
+def _split(name: str, data: LabeledData, train_keys: set[str] | None,
+           count_labels: Callable[[list[str]], dict[str, int]]) -> SplitCheck:
+    check = SplitCheck(name, data.source, len(data), data.dropped_empty, count_labels(data.labels))
     if train_keys is not None:
         shared = {}
         for text in data.texts:
@@ -144,8 +146,12 @@ def _split(name: str, data: LabeledData, train_keys: set[str] | None) -> SplitCh
 
 
 def check_data(train: LabeledData, others: dict[str, LabeledData | None] | None = None, tokenizer=None,
-               max_length: int | str = "auto", model_limit: int | None = None) -> DataCheck:
+               max_length: int | str = "auto", model_limit: int | None = None,
+               count_labels: Callable[[list[str]], dict[str, int]] | None = None) -> DataCheck:
     """Check ``train`` and the ``others`` splits (e.g. ``{"validation": ..., "test": ...}``).
+
+    ``count_labels`` turns a split's label cells into rows per label (default: one label per row; a
+    multi-label or regression task passes its own, see :mod:`lorafit.tasks`).
 
     With a ``tokenizer`` the training texts' token lengths give the percentiles, ``max_length="auto"``
     is resolved (:func:`auto_max_length`) and every split's truncated rows are counted.
@@ -156,8 +162,10 @@ def check_data(train: LabeledData, others: dict[str, LabeledData | None] | None 
         (1, 1)
     """
     train_keys = {normalize(t) for t in train.texts}
-    splits = [_split("training", train, None)]
-    splits += [_split(name, data, train_keys) for name, data in (others or {}).items() if data is not None]
+    count_labels = count_labels or (lambda labels: dict(Counter(labels)))
+    splits = [_split("training", train, None, count_labels)]
+    splits += [_split(name, data, train_keys, count_labels) for name, data in (others or {}).items()
+               if data is not None]
     repeated, repeats, conflicting, conflicts = _duplicates(train)
     counts = splits[0].label_counts
     check = DataCheck(splits, repeated, repeats, conflicting, conflicts,

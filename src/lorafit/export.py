@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from lorafit import __version__
+from lorafit.config import SINGLE_LABEL
 from lorafit.errors import ConfigError
 from lorafit.modeling_lorafit import LorafitConfig, LorafitForSequenceClassification
 from lorafit.rundir import check_writable, read_manifest, write_atomically, write_json
@@ -51,7 +52,8 @@ def merged_model(run_dir: str | Path) -> tuple[LorafitForSequenceClassification,
     encoder_settings = {k: v for k, v in encoder.config.to_dict().items() if k not in _DROP_FROM_ENCODER}
     config = LorafitConfig(encoder=encoder_settings, pooling=manifest["pooling"],
                            id2label=dict(enumerate(clf.classes_)),
-                           label2id={label: i for i, label in enumerate(clf.classes_)})
+                           label2id={label: i for i, label in enumerate(clf.classes_)},
+                           problem_type=_problem_type(manifest))
     config.architectures = [LorafitForSequenceClassification.__name__]
     config.auto_map = {"AutoConfig": "modeling_lorafit.LorafitConfig",
                        "AutoModelForSequenceClassification": "modeling_lorafit.LorafitForSequenceClassification"}
@@ -65,11 +67,19 @@ def merged_model(run_dir: str | Path) -> tuple[LorafitForSequenceClassification,
     return model, tokenizer, manifest
 
 
+def _problem_type(manifest: dict) -> str | None:
+    """transformers' ``problem_type`` of the merged model: what a pipeline applies to its logits, sigmoid for
+    multi-label and nothing for regression (the head answers in the target's units); None for single-label,
+    whose exports stay as they were (softmax over two or more labels either way)."""
+    task = manifest.get("task", SINGLE_LABEL)
+    return None if task == SINGLE_LABEL else task
+
+
 def _export_manifest(fmt: str, run_dir: str | Path, manifest: dict, quantize: str | None = None) -> dict:
     return {"format": fmt, "quantize": quantize, "labels": manifest["labels"], "max_length": manifest["max_length"],
             "text_column": manifest.get("text_column", "text"), "text_pair_column": manifest.get("text_pair_column"),
             "text_pairs": bool(manifest.get("text_pairs", False)), "pooling": manifest["pooling"],
-            "task": manifest.get("task", "single_label_classification"),
+            "task": manifest.get("task", SINGLE_LABEL), "task_settings": manifest.get("task_settings", {}),
             "temperature_folded": float(manifest.get("calibration", {}).get("temperature", 1.0)),
             "abstain": manifest.get("abstain") or {"threshold": None, "unknown_label": "unknown"},
             "source_run": str(Path(run_dir).resolve()), "base_model": manifest.get("base_model", {}),

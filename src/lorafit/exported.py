@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorafit.calibration import decide
 from lorafit.classifier import Classifier, _check_texts
+from lorafit.config import SINGLE_LABEL
 from lorafit.data import check_pairs, tokenize
 from lorafit.errors import RunDirError
 from lorafit.export import EXPORT_MANIFEST
 from lorafit.inference import INFERENCE_PRECISION, autocast, check_inference_precision, map_sorted, \
-    resolve_precision, softmax, token_batches
+    resolve_precision, token_batches
 from lorafit.rundir import MANIFEST
+from lorafit.tasks import Regression, make_task
 
 BATCH_SIZE = 256
 """Texts per batch (the batches are also bounded to about 4096 tokens, as for run directories)."""
@@ -71,6 +72,8 @@ class ExportedClassifier:
         self.threshold: float | None = abstain.get("threshold")
         """The run's abstention threshold on the top probability (None: never abstains)."""
         self.unknown_label: str = abstain.get("unknown_label", "unknown")
+        self.task = make_task(manifest.get("task", SINGLE_LABEL), stored=manifest.get("task_settings"))
+        """The run's task, with its multi-label thresholds (see :mod:`lorafit.tasks`)."""
 
     def _batch_logits(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         raise NotImplementedError
@@ -87,18 +90,22 @@ class ExportedClassifier:
                           self._batch_logits)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order."""
-        logits = self.logits(texts)
-        return softmax(logits) if len(logits) else logits.astype(np.float64)
+        """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order
+        (multi-label: sigmoid scores; regression: a ConfigError), as :meth:`lorafit.Classifier.predict_proba`."""
+        return self.task.probabilities(self.logits(texts))
 
-    def predict(self, texts: list[str], threshold: float | None = None) -> list[str]:
+    def predict(self, texts: list[str], threshold: float | None = None) -> list:
         """The most probable label of each text, or ``unknown_label`` below the run's abstention threshold
-        (``threshold`` overrides it; 0: never abstain), as :meth:`lorafit.Classifier.predict`."""
+        (``threshold`` overrides it; 0: never abstain), as :meth:`lorafit.Classifier.predict` (multi-label:
+        label lists; regression: numbers)."""
+        if isinstance(self.task, Regression):
+            return self.task.values(self.logits(texts))
         return self.decide(self.predict_proba(texts), threshold)
 
-    def decide(self, probs: np.ndarray, threshold: float | None = None) -> list[str]:
+    def decide(self, probs: np.ndarray, threshold: float | None = None) -> list:
         """Labels for rows of :meth:`predict_proba` (see :meth:`lorafit.Classifier.decide`)."""
-        return decide(probs, self.classes_, self.threshold if threshold is None else threshold, self.unknown_label)
+        return self.task.decide(probs, self.classes_, self.threshold if threshold is None else threshold,
+                                self.unknown_label)
 
 
 class MergedClassifier(ExportedClassifier):

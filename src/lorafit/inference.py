@@ -91,3 +91,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function of ``logits`` (float64, stable): multi-label probabilities."""
+    return 0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))

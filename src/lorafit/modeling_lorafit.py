@@ -73,11 +73,19 @@ class LorafitForSequenceClassification(PreTrainedModel):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         return pool(hidden, attention_mask, self.config.pooling)
 
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss transformers uses for the config's ``problem_type`` (cross-entropy when it is unset)."""
+        if self.config.problem_type == "regression":
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+        if self.config.problem_type == "multi_label_classification":
+            return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+        return nn.functional.cross_entropy(logits, labels)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 return_dict: bool | None = None, **kwargs) -> SequenceClassifierOutput:
         logits = self.classifier(self.embed(input_ids, attention_mask, token_type_ids))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        loss = None if labels is None else self._loss(logits, labels)
         if return_dict is False:
             return (logits,) if loss is None else (loss, logits)
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lorafit.errors import DataError
+from lorafit.config import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from lorafit.errors import ConfigError, DataError
 from lorafit.rundir import atomic_file
 
 CHUNK = 4096
@@ -20,15 +21,29 @@ def iter_predictions(clf, chunks: Iterable[list[str]], top_k: int | None = None,
     Each call to ``clf.predict_proba`` sorts its texts by length into batches and gives rows back in input
     order; only one chunk's probabilities are held at a time, so files larger than memory stream through.
     """
+    task = task_name(clf)
+    if task == REGRESSION and threshold is not None:
+        raise ConfigError("--threshold applies to classification; this is a regression run")
     for texts in chunks:
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start:start + CHUNK]
+            if task == REGRESSION:
+                yield from ({**_inputs(text), "value": value} for text, value in zip(chunk, clf.predict(chunk)))
+                continue
             probs = clf.predict_proba(chunk)
+            if task == MULTI_LABEL:
+                yield from ({**_inputs(text), "labels": labels, "scores": dict(zip(clf.classes_, map(float, row)))}
+                            for text, row, labels in zip(chunk, probs, clf.decide(probs, threshold)))
+                continue
             for text, row, label in zip(chunk, probs, clf.decide(probs, threshold)):
                 order = range(len(row)) if top_k is None else row.argsort()[::-1][:top_k]
-                inputs = {"text": text[0], "text_pair": text[1]} if isinstance(text, tuple) else {"text": text}
-                yield {**inputs, "label": label, "score": float(row.max()),
+                yield {**_inputs(text), "label": label, "score": float(row.max()),
                        "probabilities": {clf.classes_[i]: float(row[i]) for i in order}}
+
+
+def _inputs(text) -> dict:
+    """The input fields of a record: ``text``, and ``text_pair`` for a pair."""
+    return {"text": text[0], "text_pair": text[1]} if isinstance(text, tuple) else {"text": text}
 
 
 def prediction_records(clf, texts: list[str], top_k: int | None = None, threshold: float | None = None) -> list[dict]:
@@ -37,13 +52,41 @@ def prediction_records(clf, texts: list[str], top_k: int | None = None, threshol
     ``probabilities`` holds every label in ``classes_`` order, or the ``top_k`` most probable, best first.
     ``label`` is the unknown label where the classifier abstains (``clf.decide``; ``threshold`` overrides
     the run's own); ``score`` is always the top probability.
+
+    Multi-label runs give ``text``, ``labels`` (those at or above their thresholds; ``threshold``: one for
+    every label) and ``scores`` (every label's sigmoid); regression runs give ``text`` and ``value``.
     """
     return list(iter_predictions(clf, [texts], top_k, threshold))
 
 
-def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str], pairs: bool = False) -> int:
+def task_name(clf) -> str:
+    """The task of a Classifier or an export (a predictor without one is single-label)."""
+    return getattr(getattr(clf, "task", None), "name", SINGLE_LABEL)
+
+
+def _csv_header(task: str, labels: list[str], texts: list[str]) -> list[str]:
+    if task == REGRESSION:
+        return texts + ["value"]
+    if task == MULTI_LABEL:
+        return texts + ["labels"] + [f"p_{label}" for label in labels]
+    return texts + ["label", "score"] + [f"p_{label}" for label in labels]
+
+
+def _csv_row(r: dict, labels: list[str], delimiter: str, texts: list[str]) -> list[str]:
+    inputs = [r[t] for t in texts]
+    if "value" in r:
+        return inputs + [f"{r['value']:.6g}"]
+    if "labels" in r:
+        return inputs + [delimiter.join(r["labels"])] + [f"{r['scores'][label]:.6g}" for label in labels]
+    return inputs + [r["label"], f"{r['score']:.6g}"] + [f"{r['probabilities'].get(label, float('nan')):.6g}"
+                                                        for label in labels]
+
+
+def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str], task: str = SINGLE_LABEL,
+                      delimiter: str = "|", pairs: bool = False) -> int:
     """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...;
-    with ``pairs``, text_pair after text).
+    multi-label: text, labels joined by ``delimiter``, p_<label>...; regression: text, value; with ``pairs``,
+    text_pair after text).
 
     ``records`` may be a generator: each record is written as it comes. The file appears whole or not at
     all (written to a temporary sibling, then renamed). Returns the number of records written.
@@ -56,12 +99,11 @@ def write_predictions(path: str | Path, records: Iterable[dict], labels: list[st
     with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         if suffix == ".csv":
-            writer.writerow(texts + ["label", "score"] + [f"p_{label}" for label in labels])
+            writer.writerow(_csv_header(task, labels, texts))
         for r in records:
             if suffix == ".jsonl":
                 handle.write(json.dumps(r, ensure_ascii=False) + "\n")
             else:
-                writer.writerow([r[t] for t in texts] + [r["label"], f"{r['score']:.6g}"]
-                                + [f"{r['probabilities'].get(label, float('nan')):.6g}" for label in labels])
+                writer.writerow(_csv_row(r, labels, delimiter, texts))
             count += 1
     return count

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lorafit.datacheck import AUTO_QUANTILE, DataCheck
+from lorafit.tasks import format_metric
 from lorafit.training import Callback, TrainResult
 
 LABEL_ROWS = 20
@@ -76,11 +77,10 @@ class RichCallback(Callback):
         self.progress.update(self.task, completed=step, loss=f"{self._loss:.3f}")
 
     def on_evaluate(self, record: dict) -> None:
-        value = record[f"val_{self.metric}"]
-        self.progress.update(self.task, val=f"{self.metric} {100 * value:.2f}%")
+        value = format_metric(self.metric, record[f"val_{self.metric}"])
+        self.progress.update(self.task, val=f"{self.metric} {value}")
         if not self.enabled:
-            self.console.print(f"step {record['step']} (epoch {record['epoch']}): val {self.metric} "
-                               f"{100 * value:.2f}%")
+            self.console.print(f"step {record['step']} (epoch {record['epoch']}): val {self.metric} {value}")
 
 
 def _duration(seconds: float) -> str:
@@ -120,7 +120,7 @@ def data_check_renderables(check: DataCheck) -> list:
         labels.add_column(column, justify="right")
     for label in shown:
         labels.add_row(escape(label), *("" if label == "..." else str(s.label_counts.get(label, 0)) for s in check.splits))
-    items: list = [splits, labels]
+    items: list = [splits, labels] if check.train.label_counts else [splits]  # regression: no classes
     if check.length_percentiles:
         p = check.length_percentiles
         how = (f"auto: the {AUTO_QUANTILE:g}th percentile rounded up to a multiple of 8"
@@ -141,11 +141,14 @@ def summary_table(clf) -> Table:
     metric = clf.train_config.metric
     v = m["validation"]
     table = Table(title="training summary")
-    columns = ("best val " + metric, "val accuracy", "val macro-F1", "best at") if v else ("validation", "kept")
+    others = [k for k in v if k != metric] if "accuracy" not in v else ["accuracy", "macro_f1"]
+    names = {"accuracy": "val accuracy", "macro_f1": "val macro-F1"}
+    columns = ("best val " + metric, *(names.get(k, "val " + k) for k in others), "best at") if v \
+        else ("validation", "kept")
     for column in columns + ("train time", "samples/s", "peak memory"):
         table.add_column(column, justify="right")
     if v:
-        cells = (f"{100 * v[metric]:.2f}%", f"{100 * v['accuracy']:.2f}%", f"{100 * v['macro_f1']:.2f}%",
+        cells = (format_metric(metric, v[metric]), *(format_metric(k, v[k]) for k in others),
                  f"epoch {m['best_epoch']:g}, step {m['best_step']}" + (" (probe)" if m["best_step"] == 0 else ""))
     else:
         cells = ("none (trained on every row)", f"last state, step {m['best_step']}")
@@ -156,7 +159,10 @@ def summary_table(clf) -> Table:
 
 
 def evaluation_tables(result: dict, max_classes: int = 15) -> list[Table]:
-    """A headline table and a per-class table (worst F1 first) for ``lorafit evaluate``."""
+    """A headline table and a per-class table (worst F1 first) for ``lorafit evaluate``; the tables of a
+    multi-label or regression run (see :func:`task_tables`) for theirs."""
+    if "accuracy" not in result:
+        return task_tables(result, max_classes)
     head = Table(title=f"evaluation on {result['data']['source']} ({result['n']} rows)")
     for column in ("accuracy", "macro-F1", "classes"):
         head.add_column(column, justify="right")
@@ -169,6 +175,27 @@ def evaluation_tables(result: dict, max_classes: int = 15) -> list[Table]:
     for label, s in shown[:max_classes]:
         per.add_row(label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
     return [head] + _score_tables(result) + ([per] if max_classes else [])
+
+
+def task_tables(result: dict, max_labels: int = 15) -> list[Table]:
+    """Multi-label: micro/macro-F1 and subset accuracy, then per label (worst F1 first) with its threshold;
+    regression: MSE, MAE, RMSE, Pearson and Spearman."""
+    head = Table(title=f"evaluation on {result['data']['source']} ({result['n']} rows)")
+    columns = ("micro_f1", "macro_f1", "subset_accuracy") if "micro_f1" in result else \
+        ("mse", "mae", "rmse", "pearson", "spearman")
+    for column in columns:
+        head.add_column(column.replace("_", " "), justify="right")
+    head.add_row(*(format_metric(c, result[c]) for c in columns))
+    if "per_label" not in result or not max_labels:
+        return [head]
+    shown = sorted(result["per_label"].items(), key=lambda kv: (kv[1]["f1"], kv[0]))
+    per = Table(title=f"per label, worst F1 first ({min(max_labels, len(shown))} of {len(shown)})")
+    for column in ("label", "threshold", "precision", "recall", "F1", "support"):
+        per.add_column(column, justify="right" if column != "label" else "left")
+    for label, s in shown[:max_labels]:
+        per.add_row(escape(label), f"{s['threshold']:.3f}", f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}",
+                    str(s["support"]))
+    return [head, per]
 
 
 def _score_tables(result: dict) -> list[Table]:
@@ -210,7 +237,8 @@ def info_table(manifest: dict, metrics: dict) -> Table:
                      f"targets={lora['target_modules'] or 'all linear'}"),
             ("training", f"epochs={cfg['epochs']} batch={cfg['batch_size']} lr={cfg['learning_rate']} "
                          f"precision={manifest.get('train_precision')}"),
-            ("validation", ", ".join(f"{k} {100 * v:.2f}%" for k, v in val.items()) or "-"),
+            ("task", manifest.get("task", "single_label_classification")),
+            ("validation", ", ".join(f"{k} {format_metric(k, v)}" for k, v in val.items()) or "-"),
             ("train time", f"{metrics.get('train_wall_seconds', 0):.1f} s, "
                            f"{metrics.get('train_samples_per_second', 0):.1f} samples/s"),
             ("versions", ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()))]

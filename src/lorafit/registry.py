@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lorafit.config import LoraSettings
+from lorafit.config import REGRESSION, LoraSettings
 from lorafit.errors import RunDirError
 from lorafit.models import _quiet_peft, pool
 
@@ -64,7 +64,7 @@ class ServedModel:
     base_model: str
     """The base encoder it was trained on (alias, hub id or directory, as at training time)."""
     task: str
-    """``single_label_classification``."""
+    """``single_label_classification``, ``multi_label_classification`` or ``regression``."""
 
     @property
     def pairs(self) -> bool:
@@ -76,7 +76,14 @@ class ServedModel:
         """The model's labels in probability-column order."""
         return list(self.backend.classes_)
 
-    def decide(self, probs: np.ndarray, threshold: float | None = None) -> list[str]:
+    def outputs(self, texts: list[str]) -> np.ndarray:
+        """What the service answers from, one row per text: probabilities (sigmoid scores for multi-label),
+        or for regression the predicted value in a column of its own."""
+        if self.task == REGRESSION:
+            return np.asarray(self.backend.predict(texts), dtype=np.float64).reshape(-1, 1)
+        return self.backend.predict_proba(texts)
+
+    def decide(self, probs: np.ndarray, threshold: float | None = None) -> list:
         """Labels for rows of probabilities: the backend's own rule (abstaining below its threshold, or
         ``threshold`` when given) where it has one, else the most probable label."""
         decide = getattr(self.backend, "decide", None)

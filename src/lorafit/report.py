@@ -24,7 +24,9 @@ import pandas as pd
 from lorafit import metrics, plots
 from lorafit.data import Text, is_pairs, pair_up
 from lorafit.inference import softmax
+from lorafit.config import SINGLE_LABEL
 from lorafit.rundir import current_umask
+from lorafit.tasks import format_metric
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +166,10 @@ def _summary(inputs: ReportInputs) -> str:
         if data.get(split):
             rows.append([f"{split} data", f"{data[split].get('source', '?')}: {data[split].get('rows', '?')} rows"])
     rows += [["evaluation data of this report", inputs.evaluation_name],
-             ["validation accuracy / macro-F1 (kept checkpoint)", f"{_pct(val.get('accuracy'))} / {_pct(val.get('macro_f1'))}"],
+             ["validation accuracy / macro-F1 (kept checkpoint)", f"{_pct(val.get('accuracy'))} / {_pct(val.get('macro_f1'))}"]
+             if meta.get("task", SINGLE_LABEL) == SINGLE_LABEL else
+             [f"validation metrics of {meta['task']} (kept checkpoint)",
+              ", ".join(f"{k} {format_metric(k, v)}" for k, v in val.items()) or "-"],
              ["training time", f"{m.get('train_wall_seconds', 0):.1f} s at {m.get('train_samples_per_second', 0):.1f} samples/s"
               + (f" (estimated {m['estimated_train_seconds']:.0f} s after the first steps)" if m.get("estimated_train_seconds") else "")],
              ["calibration temperature", meta.get("calibration", {}).get("temperature", 1.0)]]
@@ -184,8 +189,13 @@ def _sections(inputs: ReportInputs) -> tuple[dict[str, str], dict[str, bytes]]:
     eval_counts = dict(Counter(p.labels)) if p else None
     shown = labels + sorted(set(eval_counts or {}) - set(labels))
     name = "validation data" if inputs.evaluation_name.startswith("validation") else "evaluation data"
-    pngs["distribution"] = plots.distribution_png(shown, train_counts, eval_counts, name)
-    if p is None or not p.texts:
+    if train_counts or meta.get("task", SINGLE_LABEL) == SINGLE_LABEL:
+        pngs["distribution"] = plots.distribution_png(shown, train_counts, eval_counts, name)
+    if meta.get("task", SINGLE_LABEL) != SINGLE_LABEL:
+        skipped = _note(f"Drawn for single-label runs only; this run is {meta['task']}: `lorafit evaluate RUN_DIR "
+                        "DATA` gives its metrics (per label for multi-label).")
+        body.update({key: skipped for key in ("confusion", "f1", "reliability", "mistakes", "distribution")})
+    elif p is None or not p.texts:
         missing = _note(f"No evaluation data ({inputs.evaluation_name}), so there is nothing to measure here; "
                         "`lorafit evaluate RUN_DIR DATA --report FILE.html` draws this for a labeled file.")
         body.update({key: missing for key in ("confusion", "f1", "reliability", "mistakes")})
@@ -305,7 +315,8 @@ def rebuild_run_report(run_dir: str | Path) -> Path:
     stored = run_dir / REPORT_DIR / PREDICTIONS_CSV
     predictions = Predictions.read_csv(stored) if stored.is_file() else None
     name = validation_name(manifest)
-    if predictions is None and manifest.get("data", {}).get("validation"):
+    single = manifest.get("task", SINGLE_LABEL) == SINGLE_LABEL  # only single-label runs store predictions
+    if predictions is None and manifest.get("data", {}).get("validation") and single:
         name += f" (its predictions are not stored: {stored} is missing)"
         logger.warning("%s is missing; the report's evaluation sections stay empty", stored)
     inputs = ReportInputs(manifest, read_metrics(run_dir), predictions, name,

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lorafit import __version__
-from lorafit.config import ServeLimits
+from lorafit.config import MULTI_LABEL, REGRESSION, ServeLimits
 from lorafit.data import pair_up
 from lorafit.errors import ConfigError
 from lorafit.microbatch import MicroBatcher
@@ -54,11 +54,17 @@ class ClassifyRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One text's answer."""
+    """One text's answer: ``label``, ``score`` and ``probabilities`` from a single-label model; ``labels`` and
+    ``scores`` from a multi-label one; ``value`` from a regression one."""
 
-    label: str = Field(description="The most probable label, or the model's unknown label where it abstains.")
-    score: float = Field(description="The top probability.")
-    probabilities: dict[str, float] = Field(description="Every label's probability, in the model's label order.")
+    label: str | None = Field(None, description="The most probable label, or the model's unknown label where it "
+                                                "abstains (single-label).")
+    score: float | None = Field(None, description="The top probability (single-label).")
+    probabilities: dict[str, float] | None = Field(None, description="Every label's probability, in the model's "
+                                                                     "label order (single-label).")
+    labels: list[str] | None = Field(None, description="The labels at or above their thresholds (multi-label).")
+    scores: dict[str, float] | None = Field(None, description="Every label's sigmoid score (multi-label).")
+    value: float | None = Field(None, description="The predicted number (regression).")
 
 
 class ClassifyResponse(BaseModel):
@@ -108,7 +114,7 @@ def create_app(models: list[ServedModel], limits: ServeLimits | None = None, api
     limits = limits or ServeLimits()
     by_name = {m.name: m for m in models}
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorafit-inference")
-    batchers = {m.name: MicroBatcher(m.backend.predict_proba, executor, limits.max_batch_size,
+    batchers = {m.name: MicroBatcher(m.outputs, executor, limits.max_batch_size,
                                      limits.max_wait_ms / 1000) for m in models}
 
     @contextlib.asynccontextmanager
@@ -149,20 +155,31 @@ def _add_routes(app: FastAPI, by_name: dict[str, ServedModel], batchers: dict[st
                                                 text_pairs=m.pairs)
                                       for m in by_name.values()])
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, summary="Label, score and probabilities per text",
+    @app.post("/v1/classify", response_model=ClassifyResponse, response_model_exclude_none=True,
+              summary="Label, score and probabilities per text (multi-label: labels and scores; regression: value)",
               responses={400: {"description": "Malformed JSON"}, 401: {"description": "Missing or wrong API key"},
                          404: {"description": "Unknown model"}, 413: {"description": "Body too large"},
                          422: {"description": "Wrong shape, empty texts list, or a limit passed"}})
     async def classify(request: ClassifyRequest) -> ClassifyResponse:
         served = resolve_model(by_name, request.model)
-        probs = await batchers[served.name].submit(request_inputs(served, request, limits))
-        labels = served.labels
+        inputs = request_inputs(served, request, limits)
+        if served.task == REGRESSION and request.threshold is not None:
+            raise HTTPException(422, f"threshold applies to classification; {served.name} is a regression model")
+        probs = await batchers[served.name].submit(inputs)
         chosen = request.threshold if request.threshold is not None else threshold
-        decided = served.decide(probs, chosen)
-        results = [Prediction(label=label, score=float(row.max()),
-                              probabilities={name: float(p) for name, p in zip(labels, row)})
-                   for row, label in zip(probs, decided)]
-        return ClassifyResponse(model=served.name, results=results)
+        return ClassifyResponse(model=served.name, results=_results(served, probs, chosen))
+
+
+def _results(served: ServedModel, outputs, threshold: float | None) -> list[Prediction]:
+    """One :class:`Prediction` per row of the model's outputs (probabilities, or regression values)."""
+    if served.task == REGRESSION:
+        return [Prediction(value=float(row[0])) for row in outputs]
+    labels, decided = served.labels, served.decide(outputs, threshold)
+    if served.task == MULTI_LABEL:
+        return [Prediction(labels=chosen, scores={name: float(p) for name, p in zip(labels, row)})
+                for row, chosen in zip(outputs, decided)]
+    return [Prediction(label=label, score=float(row.max()), probabilities={name: float(p) for name, p in zip(labels, row)})
+            for row, label in zip(outputs, decided)]
 
 
 def resolve_model(by_name: dict[str, ServedModel], name: str | None) -> ServedModel:

@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from lorafit import metrics
 from lorafit.batching import bucketed_batches
-from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig
+from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
 from lorafit.cache import build_cache
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
@@ -24,7 +23,8 @@ from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_pe
 from lorafit.memory import bound_heap, peak_memory_mb, release_free_memory
 from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
 from lorafit.models import LoraClassifier, count_parameters
-from lorafit.probe import fit_probe, init_head
+from lorafit.probe import init_head
+from lorafit.tasks import SingleLabel
 
 logger = logging.getLogger(__name__)
 
@@ -190,10 +190,13 @@ class Trainer:
 
     def __init__(self, model: LoraClassifier, config: TrainConfig, pad_id: int,
                  callback: Callback | None = None, class_weights: np.ndarray | None = None,
-                 checkpoints: Checkpoints | None = None) -> None:
+                 checkpoints: Checkpoints | None = None, task: SingleLabel | None = None) -> None:
         from accelerate import Accelerator
 
         self.config = config
+        self.task = task or SingleLabel()
+        """Loss, metrics and probe of what is learnt (:mod:`lorafit.tasks`)."""
+        self.metric = selection_metric(config)
         self.checkpoints = checkpoints
         self.pad_id = pad_id
         self.callback = callback or Callback()
@@ -221,10 +224,10 @@ class Trainer:
         return forward_all(self.model, source.lengths, source.make_batch, self.config.eval_batch_size, precision,
                            self.device, method=method)
 
-    def evaluate(self, source: Source, label_ids: np.ndarray, n_labels: int) -> tuple[dict[str, float], np.ndarray]:
+    def evaluate(self, source: Source, targets: np.ndarray, n_labels: int) -> tuple[dict[str, float], np.ndarray]:
         """Headline metrics on ``source`` and the logits behind them, in fp32 like ``lorafit evaluate``."""
         logits = self._run(source, INFERENCE_PRECISION)
-        return metrics.headline(label_ids, logits.argmax(1), n_labels), logits
+        return self.task.headline(targets, logits), logits
 
     def prepare(self, train: Encoded, val: Encoded | None, features_needed: bool
                 ) -> tuple[Source, Source | None, np.ndarray | None]:
@@ -250,10 +253,11 @@ class Trainer:
         return Source(train.lengths, lambda index: train_cache.batch(index, torch.float32)), val_source, features
 
     def init_head_from_probe(self, features: np.ndarray, train_y: np.ndarray, n_labels: int) -> None:
-        """Fit a logistic regression on the frozen embeddings and copy it into the head."""
+        """Fit the task's linear probe (logistic regression; ridge for regression) on the frozen embeddings and
+        copy it into the head."""
         self.callback.on_phase("probe")
-        weight, bias = fit_probe(features, train_y, n_labels, seed=self.config.seed,
-                                 balanced=self.class_weights is not None)
+        weight, bias = self.task.fit_probe(features, train_y, n_labels, seed=self.config.seed,
+                                           balanced=self.class_weights is not None)
         init_head(self.model.head, weight, bias)
 
     def fit(self, train_tokens: Encoded, train_y: np.ndarray, val_tokens: Encoded | None, val_y: np.ndarray | None,
@@ -304,7 +308,7 @@ class Trainer:
         if resumed is not None:
             restore_rng(resumed)  # last: the probe, the peak measurement and step 0 consume torch's RNG
             self.callback.on_step(loop.step, float(loop.losses[-1]) if loop.losses else float("nan"))
-        labels = torch.as_tensor(train_y, dtype=torch.long)
+        labels = self.task.target_tensor(train_y)
         step_flops = self._row_flops(train.lengths)
         clock = _Clock(total, self._planned_flops(step_flops, result.epochs, total, val), wall, self.callback)
         stop = False
@@ -426,7 +430,7 @@ class Trainer:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(self.precision, self.device):
             logits = model(**batch)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets.to(self.device), weight=self.class_weights)
+        loss = self.task.loss(logits.float(), targets.to(self.device), self.class_weights)
         self.accelerator.backward(loss)
         self.accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -449,7 +453,7 @@ class Trainer:
         record.update({f"val_{k}": v for k, v in scores.items()})
         result.history.append(record)
         self.callback.on_evaluate(record)
-        value = scores[self.config.metric]
+        value = self.task.selection(scores, self.metric)
         if value > best.metric:
             best.metric, best.step, best.epoch, best.bad_evals = value, step, epoch, 0
             best.state, best.logits = _trainable_state(self.model), logits
@@ -459,7 +463,7 @@ class Trainer:
         result.stopped_early = stop
         if stop:
             logger.info("early stopping at step %d: %s did not improve for %d evaluations",
-                        step, self.config.metric, best.bad_evals)
+                        step, self.metric, best.bad_evals)
         return stop
 
     def _restore(self, best: _Best, result: TrainResult) -> None:
@@ -468,6 +472,7 @@ class Trainer:
             with torch.no_grad():
                 for name, value in best.state.items():
                     params[name].copy_(value)
-        result.best_metric = best.metric if best.state else None
+        # best.metric is the maximised value: negated back for metrics where lower is better
+        result.best_metric = self.task.selection({self.metric: best.metric}, self.metric) if best.state else None
         result.val_logits = best.logits
         result.best_step, result.best_epoch = best.step, best.epoch
