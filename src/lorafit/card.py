@@ -76,7 +76,7 @@ target_modules={lora['target_modules'] or 'all linear layers of the encoder bloc
 layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
 epochs={cfg['epochs']}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
 max_length={cfg['max_length']}, seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
-training precision {manifest.get('train_precision', '?')}, calibration temperature
+training precision {manifest.get('train_precision', '?')} on {manifest.get('world_size', 1)} process(es), calibration temperature
 {manifest.get('calibration', {}).get('temperature', 1.0)}.
 
 ## Metrics

@@ -6,6 +6,9 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+
+from lorafit import distributed
 from lorafit.errors import DataError
 from lorafit.rundir import atomic_file
 
@@ -19,15 +22,26 @@ def iter_predictions(clf, chunks: Iterable[list[str]], top_k: int | None = None,
 
     Each call to ``clf.predict_proba`` sorts its texts by length into batches and gives rows back in input
     order; only one chunk's probabilities are held at a time, so files larger than memory stream through.
+    Under ``torchrun`` / ``accelerate launch`` each process classifies a slice of every chunk and every
+    process gets all the records, in input order (:func:`sharded_proba`).
     """
     for texts in chunks:
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start:start + CHUNK]
-            probs = clf.predict_proba(chunk)
+            probs = sharded_proba(clf, chunk)
             for text, row, label in zip(chunk, probs, clf.decide(probs, threshold)):
                 order = range(len(row)) if top_k is None else row.argsort()[::-1][:top_k]
                 yield {"text": text, "label": label, "score": float(row.max()),
                        "probabilities": {clf.classes_[i]: float(row[i]) for i in order}}
+
+
+def sharded_proba(clf, texts: list[str]) -> np.ndarray:
+    """``clf.predict_proba(texts)``; with several processes each computes a contiguous slice, and the
+    slices are gathered back into input order on every process."""
+    if not distributed.launched():
+        return clf.predict_proba(texts)
+    rows = distributed.shard(len(texts), distributed.rank(), distributed.world_size())
+    return distributed.gather_rows(clf.predict_proba(texts[rows[0]:rows[-1] + 1] if len(rows) else []))
 
 
 def prediction_records(clf, texts: list[str], top_k: int | None = None, threshold: float | None = None) -> list[dict]:
