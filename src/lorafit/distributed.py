@@ -65,6 +65,15 @@ def shard(rows: int, part: int, parts: int) -> np.ndarray:
     return np.array_split(np.arange(rows), parts)[part]
 
 
+def gather(value: object) -> list:
+    """Every process's ``value``, in rank order, on every process (``[value]`` in a single process)."""
+    if not launched():
+        return [value]
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
+
+
 def gather_rows(values: np.ndarray) -> np.ndarray:
     """Every process's rows of ``values``, concatenated in rank order, on every process.
 
@@ -72,7 +81,5 @@ def gather_rows(values: np.ndarray) -> np.ndarray:
     """
     if not launched():
         return values
-    from accelerate.utils import gather_object
-
-    parts = [part for part in gather_object([values]) if len(part)]  # an empty slice may have no columns
+    parts = [part for part in gather(values) if len(part)]  # an empty slice may have no columns
     return np.concatenate(parts, axis=0) if parts else values

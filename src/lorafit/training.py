@@ -23,6 +23,7 @@ from lorafit import distributed, metrics
 from lorafit.batching import bucketed_batches
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig
 from lorafit.data import Encoded
+from lorafit.errors import RunDirError
 from lorafit.cache import build_cache
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
     restore_rng, rng_snapshot
@@ -290,6 +291,7 @@ class Trainer:
         rng = np.random.default_rng(cfg.seed)  # the same global batches in every process
         wall = time.perf_counter()
         resumed = self.checkpoints.load() if self.checkpoints is not None and self.checkpoints.resume else None
+        self._check_same_start(resumed)
         result = TrainResult(precision=self.precision, train_samples=len(train_tokens), cached_layers=self.model.split,
                              world_size=self.world_size)
         result.trainable_parameters, result.total_parameters = count_parameters(self.model)
@@ -378,6 +380,17 @@ class Trainer:
         result.peak_memory_mb = peak_memory_mb()
         self.callback.on_train_end(result)
         return result
+
+    def _check_same_start(self, resumed: TrainingState | None) -> None:
+        """With several processes, refuse to go on unless all resume from the same checkpoint (or none)."""
+        if self.world_size == 1:
+            return
+        steps = distributed.gather(None if resumed is None else resumed.step)
+        if len(set(steps)) > 1:
+            found = ", ".join(f"rank {r}: {'none' if s is None else f'step {s}'}" for r, s in enumerate(steps))
+            raise RunDirError(f"the processes found different checkpoints to resume from ({found}); with several "
+                              f"machines --resume needs the checkpoint directory {self.checkpoints.directory} on "
+                              "a filesystem they all share")
 
     def _planned_flops(self, step_flops: np.ndarray, epochs: int, total_steps: int, val: Source | None) -> float:
         """FLOPs of every planned optimisation step and validation pass (for the time estimate)."""
