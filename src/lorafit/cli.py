@@ -206,13 +206,15 @@ def predict(
     from lorafit import Classifier
     from lorafit.data import read_text_chunks
     from lorafit.exported import load_predictor
-    from lorafit.predict_io import iter_predictions, prediction_records, write_predictions
+    from lorafit.predict_io import check_prediction_output, iter_predictions, prediction_records, write_predictions
     from lorafit.progress import StreamProgress
 
     if not texts and input_file is None:
         raise ConfigError("nothing to classify: give texts as arguments or --input FILE")
     if texts and input_file is not None:
         raise ConfigError("give texts as arguments or --input FILE, not both")
+    if output_file is not None:  # before any work, and in every process (so none waits for another's error)
+        check_prediction_output(output_file)
     clf = load_predictor(run_dir, trust_remote_code=trust_remote_code)
     _set_precision(clf, precision)
     main = distributed.is_main()

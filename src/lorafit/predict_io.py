@@ -54,6 +54,14 @@ def prediction_records(clf, texts: list[str], top_k: int | None = None, threshol
     return list(iter_predictions(clf, [texts], top_k, threshold))
 
 
+def check_prediction_output(path: Path) -> str:
+    """The suffix of a prediction output file (``.jsonl`` or ``.csv``), else a DataError."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise DataError(f"--output must end in .jsonl or .csv, got {path.name}")
+    return suffix
+
+
 def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str]) -> int:
     """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...).
 
@@ -61,9 +69,7 @@ def write_predictions(path: str | Path, records: Iterable[dict], labels: list[st
     all (written to a temporary sibling, then renamed). Returns the number of records written.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise DataError(f"--output must end in .jsonl or .csv, got {path.name}")
+    suffix = check_prediction_output(path)
     count = 0
     with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
