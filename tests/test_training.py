@@ -223,13 +223,26 @@ def test_fp16_on_a_cpu_is_refused_before_training(tiny_model: str) -> None:
             _trainer(tiny_model, precision="fp16")
 
 
+def test_fp16_scales_the_loss(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fp16 path (autocast, GradScaler) on the CPU, where lorafit refuses fp16 only for speed."""
+    monkeypatch.setattr("lorafit.training.resolve_precision", lambda precision, device: precision)
+    monkeypatch.setattr("lorafit.training.matmul_peak_gflops", lambda *args: 1.0)  # fp16 matmuls crawl on a CPU
+    trainer, data = _trainer(tiny_model, epochs=1, patience=0, probe_init=False, precision="fp16")
+    assert trainer.scaler.is_enabled()
+    result = trainer.fit(*data)
+    assert result.precision == "fp16" and result.steps == 8
+    assert trainer.scaler.get_scale() > 1  # the loss was scaled up
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)
+    assert not _trainer(tiny_model, precision="fp32")[0].scaler.is_enabled()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_training_on_a_gpu(tiny_model: str, precision: str) -> None:
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
     trainer, data = _trainer(tiny_model, epochs=2, patience=0, precision=precision)
-    assert trainer.device.type == "cuda" and (trainer.accelerator.scaler is not None) == (precision == "fp16")
+    assert trainer.device.type == "cuda" and trainer.scaler.is_enabled() == (precision == "fp16")
     result = trainer.fit(*data)
     assert result.precision == precision and result.steps == 16
     assert all(np.isfinite(h["train_loss"]) for h in result.history[1:])

@@ -209,10 +209,11 @@ class Trainer:
         self.callback = callback if callback is not None and distributed.is_main() else Callback()
         cuda = torch.cuda.is_available()
         self.precision = resolve_precision(config.precision, torch.device("cuda" if cuda else "cpu"))
-        # fp16 needs loss scaling: Accelerate's GradScaler (backward, clip_grad_norm_ and step go through it).
-        # Its autocast also wraps the model's forward, so evaluations during fp16 training run in fp16.
-        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="fp16" if self.precision == "fp16" else "no")
+        self.accelerator = Accelerator(cpu=not cuda)
         self.device = self.accelerator.device
+        # fp16 gradients underflow without loss scaling; for other precisions the scaler is a no-op. (Not
+        # Accelerator(mixed_precision="fp16"): its state is one per process, fixed by the first Trainer.)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.model = model.to(self.device)
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32,
@@ -473,9 +474,11 @@ class Trainer:
         total = float(len(index)) if self.class_weights is None else self.class_weights[labels[index].to(self.device)].sum()
         loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=self.class_weights,
                                                  reduction="sum") / total * share
-        self.accelerator.backward(loss)
+        self.accelerator.backward(self.scaler.scale(loss))
+        self.scaler.unscale_(optimizer)
         self.accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        self.scaler.step(optimizer)  # skipped when fp16 gradients overflowed (the scale then shrinks)
+        self.scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if self.world_size > 1:
