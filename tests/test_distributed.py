@@ -80,7 +80,7 @@ def test_the_run_directory_is_written_once_by_rank_0(runs: dict) -> None:
     assert {"adapter_model.safetensors", "lorafit.json", "metrics.json", "README.md", "report.html"} <= \
         {p.name for p in double.iterdir()}
     assert runs["stdout"].count("run directory:") == 1
-    assert "2 process(es)" in (double / "README.md").read_text()
+    assert "in 2 processes (data-parallel)" in (double / "README.md").read_text()
 
 
 def test_two_processes_train_like_one(runs: dict, synthetic_test: tuple[list[str], list[str]]) -> None:

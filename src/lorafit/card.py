@@ -57,6 +57,8 @@ def model_card(manifest: dict, metrics: dict) -> str:
     measured_on = f"on the validation data ({val.get('source', '?')}, {val.get('rows', '?')} rows)" if val \
         else "none: there was no validation data, so nothing was measured; run `lorafit evaluate` on labeled data"
     shown = ", ".join(f"`{x}`" for x in labels[:20]) + (f" and {len(labels) - 20} more" if len(labels) > 20 else "")
+    world = manifest.get("world_size", 1)
+    processes = f" in {world} processes (data-parallel)" if world > 1 else ""
     return f"""# lorafit text classifier
 
 A LoRA adapter and linear head on top of `{manifest['base_model']['name']}`
@@ -76,7 +78,7 @@ target_modules={lora['target_modules'] or 'all linear layers of the encoder bloc
 layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
 epochs={cfg['epochs']}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
 max_length={cfg['max_length']}, seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
-training precision {manifest.get('train_precision', '?')} on {manifest.get('world_size', 1)} process(es), calibration temperature
+training precision {manifest.get('train_precision', '?')}{processes}, calibration temperature
 {manifest.get('calibration', {}).get('temperature', 1.0)}.
 
 ## Metrics
