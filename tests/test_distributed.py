@@ -60,8 +60,8 @@ def runs(no_dropout_model: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     validation = write_table(root / "val.csv", {"text": val_texts, "label": val_labels})
     args = ["train", str(train), "--validation", str(validation), "--model", no_dropout_model, "--no-progress",
             "--precision", "fp32", "--epochs", "4", "--min-steps", "0", "--batch-size", "16",
-            "--learning-rate", "5e-3", "--lora-dropout", "0", "--no-probe-init", "--class-weights", "auto", "--patience", "2",
-            "--eval-every", "2", "--seed", "3"]
+            "--learning-rate", "5e-3", "--lora-dropout", "0", "--no-probe-init", "--class-weights", "auto",
+            "--patience", "2", "--eval-every", "2", "--seed", "3"]
     single, double = root / "single" / "run", root / "double" / "run"
     main([*args, "--out", str(single)])
     launched = _torchrun([*args, "--out", str(double)])

@@ -209,7 +209,8 @@ class Trainer:
         self.callback = callback if callback is not None and distributed.is_main() else Callback()
         cuda = torch.cuda.is_available()
         self.precision = resolve_precision(config.precision, torch.device("cuda" if cuda else "cpu"))
-        self.accelerator = Accelerator(cpu=not cuda)
+        # lorafit's precision decides, not `accelerate launch --mixed_precision` (autocast is ours, see _step)
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="no")
         self.device = self.accelerator.device
         # fp16 gradients underflow without loss scaling; for other precisions the scaler is a no-op. (Not
         # Accelerator(mixed_precision="fp16"): its state is one per process, fixed by the first Trainer.)
@@ -471,9 +472,10 @@ class Trainer:
         with autocast(self.precision, self.device):
             logits = model(**batch)
         targets = labels[rows].to(self.device)
-        total = float(len(index)) if self.class_weights is None else self.class_weights[labels[index].to(self.device)].sum()
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=self.class_weights,
-                                                 reduction="sum") / total * share
+        weights = self.class_weights
+        total = float(len(index)) if weights is None else weights[labels[index].to(self.device)].sum()
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=weights, reduction="sum") \
+            / total * share
         self.accelerator.backward(self.scaler.scale(loss))
         self.scaler.unscale_(optimizer)
         self.accelerator.clip_grad_norm_(params, 1.0)
