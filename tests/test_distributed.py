@@ -87,6 +87,7 @@ def test_two_processes_train_like_one(runs: dict, synthetic_test: tuple[list[str
     one, two = (json.loads((runs[k] / "metrics.json").read_text()) for k in ("single", "double"))
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["steps"] == one["steps"] and two["best_step"] == one["best_step"] > 0  # a trained state is kept
+    assert two["stopped_early"] and one["stopped_early"]  # both processes stopped at the step one process did
     assert two["train_samples"] == one["train_samples"] == runs["train_rows"]
     assert [h["step"] for h in two["history"]] == [h["step"] for h in one["history"]]
     for a, b in zip(one["history"], two["history"]):
