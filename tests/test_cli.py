@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from helpers import LABELS, make_texts, write_labeled, write_table
@@ -120,6 +121,17 @@ def test_errors_are_one_line(cli_data: Path, tiny_model: str, tmp_path: Path, ca
     code, _, stderr = _main(capsys, _train_args(cli_data, out, tiny_model))
     assert code == 1 and stderr.startswith("error:")
     assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 trains on a CUDA GPU")
+def test_fp16_on_a_cpu_is_a_one_line_error(cli_data: Path, tiny_model: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    args = _train_args(cli_data, out, tiny_model)
+    args[args.index("fp32")] = "fp16"
+    code, _, stderr = _main(capsys, args)
+    assert code == 1 and "precision fp16 needs a CUDA GPU" in stderr and "bf16" in stderr
+    assert not out.exists() and not out.with_name("run.partial").exists()
 
 
 def test_missing_column_message(cli_data: Path, tiny_model: str, tmp_path: Path,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from lorafit import Classifier
@@ -229,9 +230,13 @@ def test_bf16_prediction_is_opt_in_and_close(exports, run_dir: Path, reference) 
         assert predictor.inference_precision == "fp32"
         predictor.inference_precision = "bf16"
         np.testing.assert_allclose(predictor.predict_proba(TEXTS), reference, atol=0.05)
-        predictor.inference_precision = "fp16"
+        predictor.inference_precision = "fp8"
         with pytest.raises(ConfigError, match="precision must be one of"):
             predictor.predict_proba(TEXTS)
+        if not torch.cuda.is_available():
+            predictor.inference_precision = "fp16"
+            with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+                predictor.predict_proba(TEXTS)
 
 
 def test_cli_precision_is_refused_for_onnx_exports(exports, run_dir: Path) -> None:

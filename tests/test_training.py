@@ -12,6 +12,7 @@ import torch
 from helpers import LABELS, make_texts
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, LoraSettings, TrainConfig
 from lorafit.data import tokenize
+from lorafit.errors import ConfigError
 from lorafit.inference import bf16_supported, resolve_precision
 from lorafit.models import build_classifier, load_encoder
 from lorafit.training import Callback, Trainer
@@ -202,10 +203,50 @@ def test_bf16_training_runs_on_cpu(tiny_model: str) -> None:
     assert all(np.isfinite(h["train_loss"]) for h in result.history)
 
 
-def test_auto_precision_follows_the_hardware() -> None:
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == ("bf16" if bf16_supported(cpu) else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32"
+    cuda = torch.device("cuda")  # only the device's type is consulted, and whether it runs bf16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", cuda) == "fp16"  # an older GPU: fp16, with loss scaling in training
+    assert resolve_precision("fp16", cuda) == "fp16"
+
+
+def test_fp16_on_a_cpu_is_refused_before_training(tiny_model: str) -> None:
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU.*use bf16"):
+        resolve_precision("fp16", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+            _trainer(tiny_model, precision="fp16")
+
+
+def test_fp16_scales_the_loss(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fp16 path (autocast, GradScaler) on the CPU, where lorafit refuses fp16 only for speed."""
+    monkeypatch.setattr("lorafit.training.resolve_precision", lambda precision, device: precision)
+    monkeypatch.setattr("lorafit.training.matmul_peak_gflops", lambda *args: 1.0)  # fp16 matmuls crawl on a CPU
+    trainer, data = _trainer(tiny_model, epochs=1, patience=0, probe_init=False, precision="fp16")
+    assert trainer.scaler.is_enabled()
+    result = trainer.fit(*data)
+    assert result.precision == "fp16" and result.steps == 8
+    assert trainer.scaler.get_scale() > 1  # the loss was scaled up
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)
+    assert not _trainer(tiny_model, precision="fp32")[0].scaler.is_enabled()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_on_a_gpu(tiny_model: str, precision: str) -> None:
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    trainer, data = _trainer(tiny_model, epochs=2, patience=0, precision=precision)
+    assert trainer.device.type == "cuda" and trainer.scaler.is_enabled() == (precision == "fp16")
+    result = trainer.fit(*data)
+    assert result.precision == precision and result.steps == 16
+    assert all(np.isfinite(h["train_loss"]) for h in result.history[1:])
+    assert result.best_metric > 0.5  # three classes: better than chance
 
 
 def test_metrics_json(run_dir: Path) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from lorafit.batching import collate, padded_width, sorted_batches
 from lorafit.data import Encoded
-from lorafit.inference import autocast
+from lorafit.inference import DTYPES, autocast
 from lorafit.memory import release_free_memory
 
 
@@ -89,7 +89,7 @@ def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, bat
 
     was_training = model.training
     model.eval()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = DTYPES[precision]
     offsets = np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]).astype(np.int64)
     states = torch.empty((int(encoded.lengths.sum()), model.config.hidden_size), dtype=dtype)
     features = np.zeros((len(encoded), model.config.hidden_size), dtype=np.float32) if pooling else None

@@ -89,6 +89,8 @@ def model_card(manifest: dict, metrics: dict) -> str:
     task = manifest.get("task", SINGLE_LABEL)
     plain = PLAIN_PEFT.replace("{ANSWER}", ANSWERS[task]).replace("TEXTS", tokenizer_args)
     intro = "" if task == SINGLE_LABEL else f"Task: {task}. "
+    world = manifest.get("world_size", 1)
+    processes = f" in {world} processes (data-parallel)" if world > 1 else ""
     return f"""# lorafit text classifier
 
 {intro}A LoRA adapter and linear head on top of `{manifest['base_model']['name']}`
@@ -108,7 +110,7 @@ target_modules={lora['target_modules'] or 'all linear layers of the encoder bloc
 layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
 epochs={cfg['epochs']}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
 max_length={cfg['max_length']}, seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
-training precision {manifest.get('train_precision', '?')}, calibration temperature
+training precision {manifest.get('train_precision', '?')}{processes}, calibration temperature
 {manifest.get('calibration', {}).get('temperature', 1.0)}.
 
 ## Metrics

@@ -289,13 +289,15 @@ class Checkpoints:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def check_fresh_start(directory: Path, resume: bool, overwrite: bool) -> Path:
-    """Refuse to start over a run's checkpoints by mistake: ``--resume`` uses them, ``--overwrite`` deletes them."""
+def check_fresh_start(directory: Path, resume: bool, overwrite: bool, remove: bool = True) -> Path:
+    """Refuse to start over a run's checkpoints by mistake: ``--resume`` uses them, ``--overwrite`` deletes them
+    (unless ``remove`` is False: a process other than rank 0 only checks)."""
     if directory.exists() and not resume:
         if not overwrite:
             raise RunDirError(f"{directory} holds the checkpoints of an interrupted run; pass --resume to continue "
                               "it, or --overwrite to delete them and start over")
-        shutil.rmtree(directory)
+        if remove:
+            shutil.rmtree(directory)
     return directory
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorafit import __version__, calibration, card, metrics
+from lorafit import __version__, calibration, card, distributed, metrics
 from lorafit.checkpoint import Checkpoints, fingerprint
 from lorafit.config import SINGLE_LABEL, DataConfig, LoraSettings, TrainConfig, from_dict, \
     resolve_validation_fraction, selection_metric, to_dict
@@ -56,6 +56,11 @@ def _check_pairs(texts: list, pairs: int, name: str) -> list[tuple[str, str]]:
         raise TypeError(f"{name} as pairs must each be two strings (text, text_pair); got {len(bad)} other "
                         f"item(s), e.g. {bad[0]!r:.80}")
     return [(str(a), str(b)) for a, b in texts]
+
+
+def _main_only(callback: Callback | None) -> Callback | None:
+    """``callback`` in the process that shows progress (rank 0, or the only one); None in the others."""
+    return callback if distributed.is_main() else None
 
 
 def _announce(message: str, callback: Callback | None) -> None:
@@ -126,6 +131,7 @@ class Classifier:
         self._max_length_setting = self.train_config.max_length
         self._stored_data_check: dict | None = None
         self._train_precision = "fp32"
+        self._world_size = 1
         self._checkpoint_plan: tuple[str | Path | None, bool] = (None, False)
         self._checkpoint_dir: Path | None = None
 
@@ -144,7 +150,7 @@ class Classifier:
         ``checkpoint_dir``, the training state is written there every ``checkpoint_every`` steps; ``resume``
         continues from the newest intact one (same settings and data required); :meth:`save` removes them.
         """
-        self._checkpoint_plan = (checkpoint_dir, resume)
+        self._checkpoint_plan, callback = (checkpoint_dir, resume), _main_only(callback)
         texts = _check_texts(texts)
         labels = self._cells(labels, "training data")
         if len(texts) != len(labels):
@@ -184,7 +190,7 @@ class Classifier:
         ``test_path`` (a labeled file) is read only to check it for leakage from the training data;
         ``checkpoint_dir`` and ``resume`` as in :meth:`fit`.
         """
-        self._checkpoint_plan = (checkpoint_dir, resume)
+        self._checkpoint_plan, callback = (checkpoint_dir, resume), _main_only(callback)
         return self._fit(*self._read_files(train_path, validation_path, test_path, callback), callback=callback)
 
     def inspect_files(self, train_path: str | Path, validation_path: str | Path | None = None,
@@ -276,6 +282,7 @@ class Classifier:
         result = trainer.fit(train_enc, task.scale(train_y), val_enc, None if val_y is None else task.scale(val_y),
                              len(self.classes_))
         task.finish(self.model.head)
+        self._world_size = result.world_size
         self.model.eval()
         best = next((h for h in result.history if h["step"] == result.best_step), {})
         self.metrics_ = {"validation": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
@@ -544,6 +551,7 @@ class Classifier:
                 "text_pair_column": self.data_config.text_pair_column, "text_pairs": self.pairs_,
                 "max_length": self.train_config.max_length, "max_length_auto": self._max_length_setting == "auto",
                 "pooling": self.train_config.pooling, "train_precision": self._train_precision,
+                "world_size": self._world_size,
                 "calibration": {"temperature": self.temperature, **{k: v for k, v in self.calibration_.items()
                                                                      if k != "temperature"}},
                 "abstain": {"threshold": self.threshold, "unknown_label": self.unknown_label},
@@ -555,8 +563,15 @@ class Classifier:
                              "transformers": transformers.__version__, "peft": peft.__version__}}
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the run directory atomically (a crash leaves no half-written directory)."""
+        """Write the run directory atomically (a crash leaves no half-written directory).
+
+        After a training run of several processes every process calls ``save``: rank 0 writes, and each
+        returns once the directory is there.
+        """
         self._require_fitted()
+        if not distributed.is_main():
+            distributed.barrier()
+            return Path(path)
         manifest = self.manifest()
 
         def fill(tmp: Path) -> None:
@@ -575,6 +590,7 @@ class Classifier:
         if self._checkpoint_dir is not None:  # the run is complete: its checkpoints have served
             shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
             self._checkpoint_dir = None
+        distributed.barrier()
         return written
 
     @staticmethod
@@ -625,6 +641,7 @@ class Classifier:
         clf.calibration_ = dict(manifest.get("calibration", {}))
         clf.metrics_, clf.data_summary = read_metrics(path), manifest.get("data", {})
         clf._train_precision = manifest.get("train_precision", clf._train_precision)
+        clf._world_size = int(manifest.get("world_size", 1))
         clf._stored_data_check = manifest.get("data_check")
         clf._max_length_setting = "auto" if manifest.get("max_length_auto") else clf.train_config.max_length
         stored = Path(path) / REPORT_DIR / PREDICTIONS_CSV

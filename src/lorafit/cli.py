@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lorafit import distributed
 from lorafit.config import REGRESSION, SINGLE_LABEL, DataConfig, LoraSettings, ServeLimits, TrainConfig, \
     selection_metric
 from lorafit.data import CHUNK_ROWS
@@ -100,7 +101,7 @@ def train(
     eval_every: Annotated[str, typer.Option(help="Evaluate every N steps, or 'epoch'.")] = _default(TrainConfig, "eval_every"),
     patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping; 0 = never stop early.")] = _default(TrainConfig, "patience"),
     metric: Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1; multi-label: micro_f1, macro_f1 or subset_accuracy; regression: mse, mae, pearson or spearman; auto: the first of these.")] = _default(TrainConfig, "metric"),
-    precision: Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported), bf16 or fp32.")] = _default(TrainConfig, "precision"),
+    precision: Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported, else fp16 on a CUDA GPU, fp32 on a CPU), bf16, fp16 (CUDA only, with loss scaling) or fp32.")] = _default(TrainConfig, "precision"),
     length_bucketing: Annotated[bool, typer.Option("--length-bucketing/--no-length-bucketing", help="Batch texts of similar length together (less padding).")] = _default(TrainConfig, "length_bucketing"),
     cache_frozen: Annotated[bool, typer.Option("--cache-frozen/--no-cache-frozen", help="Compute the frozen blocks below LoRA once and reuse their output.")] = _default(TrainConfig, "cache_frozen"),
     class_weights: Annotated[str, typer.Option(help="auto: weight classes by inverse frequency (imbalanced data); none: every row counts the same.")] = _default(TrainConfig, "class_weights"),
@@ -115,7 +116,10 @@ def train(
     checkpoint_every: Annotated[str, typer.Option(help="Write a checkpoint to OUT.partial every N steps, or 'epoch'; 0: none.")] = str(_default(TrainConfig, "checkpoint_every")),
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
 ) -> None:
-    """Fine-tune a LoRA classifier on TRAIN and write a run directory."""
+    """Fine-tune a LoRA classifier on TRAIN and write a run directory.
+
+    Under `torchrun` or `accelerate launch` the processes train together (see README, "Scaling out").
+    """
     from lorafit import Classifier
     from lorafit.checkpoint import check_fresh_start, checkpoint_dir
     from lorafit.progress import RichCallback, summary_table
@@ -135,11 +139,15 @@ def train(
         DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
                    empty_texts=empty_texts, text_pair_column=text_pair_column, label_delimiter=label_delimiter))
     Classifier.check_output(out_dir, overwrite)
-    checkpoints = check_fresh_start(checkpoint_dir(out_dir), resume, overwrite)
+    main = distributed.is_main()
+    checkpoints = check_fresh_start(checkpoint_dir(out_dir), resume, overwrite, remove=main)
+    distributed.barrier()  # rank 0 has removed old checkpoints (--overwrite) before anyone looks for them
     with RichCallback(err, enabled=progress, metric=selection_metric(clf.train_config)) as callback:
         clf.fit_files(train_file, validation, callback=callback, test_path=test, checkpoint_dir=checkpoints,
                       resume=resume)
-    clf.save(out_dir, overwrite=overwrite)
+    clf.save(out_dir, overwrite=overwrite)  # rank 0 writes; the others wait for it
+    if not main:
+        return
     out.print(summary_table(clf))
     out.print(f"run directory: [bold]{out_dir}[/bold] (report: {out_dir / 'report.html'})")
 
@@ -214,14 +222,19 @@ def predict(
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstain (label: the run's unknown label) below this top probability; default: the run's own threshold, if any; 0: never.")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows of --input read and classified at a time.")] = CHUNK_ROWS,
-    precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16 or auto (bf16 where native: faster, probabilities off by up to ~1e-2).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16, fp16 (CUDA GPUs only) or auto (bf16 where native, else fp16 on a GPU: faster, probabilities off by up to ~1e-2).")] = "fp32",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (with --output).")] = True,
 ) -> None:
     """Label, score and the full probability distribution for each text, in input order (multi-label runs:
-    labels and per-label scores; regression runs: the value)."""
+    labels and per-label scores; regression runs: the value).
+
+    Under `torchrun` or `accelerate launch` each process classifies a slice and rank 0 writes all of it.
+    """
+    from lorafit import Classifier
     from lorafit.data import pair_up, read_text_chunks
     from lorafit.exported import load_predictor
-    from lorafit.predict_io import iter_predictions, prediction_records, task_name, write_predictions
+    from lorafit.predict_io import check_prediction_output, iter_predictions, prediction_records, task_name, \
+        write_predictions
     from lorafit.progress import StreamProgress
 
     if not texts and input_file is None:
@@ -234,16 +247,26 @@ def predict(
     if text_pairs is not None and len(text_pairs) != len(texts or []):
         raise ConfigError(f"got {len(texts or [])} text(s) but {len(text_pairs)} --text-pair; give one --text-pair per "
                           "TEXT, e.g. lorafit predict RUN \"a premise\" --text-pair \"a hypothesis\"")
+    if output_file is not None:  # before any work, and in every process (so none waits for another's error)
+        check_prediction_output(output_file)
     clf = load_predictor(run_dir, trust_remote_code=trust_remote_code)
     _set_precision(clf, precision)
+    main = distributed.is_main()
+    if distributed.launched() and isinstance(clf, Classifier):
+        clf.model.to(distributed.device())  # under NCCL each process runs on its own GPU
     if texts:
-        _print_jsonl(prediction_records(clf, pair_up(texts, text_pairs) if text_pairs else texts, top_k, threshold))
+        records = prediction_records(clf, pair_up(texts, text_pairs) if text_pairs else texts, top_k, threshold)
+        if main:
+            _print_jsonl(records)
         return
-    meter = StreamProgress(err, "predicting", enabled=progress and output_file is not None)
+    meter = StreamProgress(err, "predicting", enabled=progress and output_file is not None and main)
     pair_column = _pair_column(clf, text_pair_column)
     chunks = read_text_chunks(input_file, text_column or clf.text_column, chunk_rows, pair_column)
     records = iter_predictions(clf, meter.track(chunks), top_k, threshold)
-    if output_file is None:
+    if not main:  # its share is computed as the records are drawn; rank 0 writes them
+        for _ in records:
+            pass
+    elif output_file is None:
         _print_jsonl(records)
         err.print(f"classified {meter.rows} texts ({meter.rate:,.0f} rows/s)")
     else:
@@ -424,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if not debug:  # the CLI prints the data checks' warnings in its own summary
         logging.getLogger("lorafit.datacheck").setLevel(logging.ERROR)
+    if not debug and not distributed.is_main():  # with several processes, rank 0 speaks for all
+        logging.getLogger("lorafit").setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -23,7 +23,7 @@ METRICS = TASK_METRICS[SINGLE_LABEL]
 MIN_STEPS_MAX_EPOCHS = 10
 """``min_steps`` adds epochs up to this many in all."""
 POOLINGS = ("mean", "cls")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BIASES = ("none", "all", "lora_only")
 CLASS_WEIGHTS = ("none", "auto")
 
@@ -155,7 +155,8 @@ class TrainConfig:
     multi-label: ``micro_f1``, ``macro_f1`` or ``subset_accuracy``; regression: ``mse``, ``mae`` (lower is
     better), ``pearson`` or ``spearman``. ``auto``: the first of the task's (accuracy, micro_f1, mse)."""
     precision: str = "auto"
-    """``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where the CPU/GPU supports it natively)."""
+    """``bf16`` autocast, ``fp16`` autocast with loss scaling (CUDA GPUs only), ``fp32``, or ``auto``: bf16
+    where the CPU/GPU runs it natively, else fp16 on a CUDA GPU and fp32 on a CPU."""
     eval_batch_size: int = 256
     """Examples per batch when evaluating and predicting."""
     length_bucketing: bool = True

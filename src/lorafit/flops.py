@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from lorafit.inference import DTYPES
 
 BACKWARD_FACTOR = 2.0
 """Forward + backward of a LoRA step with frozen base weights, in units of one forward pass."""
@@ -43,7 +44,7 @@ def matmul_peak_gflops(precision: str, device: torch.device, size: int = 1024, s
     The operands are made in the training dtype once (what a model's bf16 matmuls see under autocast
     is kernel time, not the casting), and timed in groups of four calls; the best group counts.
     """
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = DTYPES[precision]
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     flops = 4 * 2.0 * size ** 3

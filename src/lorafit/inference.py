@@ -16,8 +16,12 @@ INFERENCE_PRECISION = "fp32"
 peft's; ``bf16`` (or ``auto``) is an opt-in for speed (see :func:`check_inference_precision`)."""
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""The torch dtype of each resolved precision."""
+
+
 def check_inference_precision(precision: str) -> str:
-    """``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware runs it natively), else a ConfigError."""
+    """``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``auto`` (the fastest native one), else a ConfigError."""
     from lorafit.config import PRECISIONS
     from lorafit.errors import ConfigError
 
@@ -37,16 +41,25 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` becomes ``bf16`` where the hardware runs it natively, else ``fp32``."""
+    """``auto`` becomes ``bf16`` where the hardware runs it natively, else ``fp16`` on a CUDA GPU (training
+    scales its loss) and ``fp32`` on a CPU. ``fp16`` off CUDA is a ConfigError: CPUs run it emulated, slower
+    than fp32 and without the loss scaling that keeps small gradients from vanishing."""
+    from lorafit.errors import ConfigError
+
     if precision == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
+        if bf16_supported(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs a CUDA GPU, and this runs on the {device.type}; use bf16 (where "
+                          "the CPU has AVX-512 BF16 or AMX), fp32, or auto")
     return precision
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for ``bf16``, a no-op for ``fp32``."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 or fp16 autocast for ``bf16`` / ``fp16``, a no-op for ``fp32``."""
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
     return contextlib.nullcontext()
 
 

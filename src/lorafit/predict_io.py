@@ -6,6 +6,9 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+
+from lorafit import distributed
 from lorafit.config import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from lorafit.errors import ConfigError, DataError
 from lorafit.rundir import atomic_file
@@ -20,6 +23,8 @@ def iter_predictions(clf, chunks: Iterable[list[str]], top_k: int | None = None,
 
     Each call to ``clf.predict_proba`` sorts its texts by length into batches and gives rows back in input
     order; only one chunk's probabilities are held at a time, so files larger than memory stream through.
+    Under ``torchrun`` / ``accelerate launch`` each process classifies a slice of every chunk and every
+    process gets all the records, in input order (:func:`sharded`).
     """
     task = task_name(clf)
     if task == REGRESSION and threshold is not None:
@@ -28,9 +33,10 @@ def iter_predictions(clf, chunks: Iterable[list[str]], top_k: int | None = None,
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start:start + CHUNK]
             if task == REGRESSION:
-                yield from ({**_inputs(text), "value": value} for text, value in zip(chunk, clf.predict(chunk)))
+                yield from ({**_inputs(text), "value": float(value)}
+                            for text, value in zip(chunk, sharded(clf.predict, chunk)))
                 continue
-            probs = clf.predict_proba(chunk)
+            probs = sharded(clf.predict_proba, chunk)
             if task == MULTI_LABEL:
                 yield from ({**_inputs(text), "labels": labels, "scores": dict(zip(clf.classes_, map(float, row)))}
                             for text, row, labels in zip(chunk, probs, clf.decide(probs, threshold)))
@@ -46,6 +52,15 @@ def _inputs(text) -> dict:
     return {"text": text[0], "text_pair": text[1]} if isinstance(text, tuple) else {"text": text}
 
 
+def sharded(method, texts: list) -> np.ndarray:
+    """``method(texts)`` (``clf.predict_proba``, or ``clf.predict`` of a regression run); with several processes
+    each computes a contiguous slice, and the slices are gathered back into input order on every process."""
+    if not distributed.launched():
+        return np.asarray(method(texts))
+    rows = distributed.shard(len(texts), distributed.rank(), distributed.world_size())
+    return distributed.gather_rows(np.asarray(method(texts[rows[0]:rows[-1] + 1] if len(rows) else [])))
+
+
 def prediction_records(clf, texts: list[str], top_k: int | None = None, threshold: float | None = None) -> list[dict]:
     """One dict per text: ``text`` (and ``text_pair`` for pairs), ``label``, ``score`` and ``probabilities``.
 
@@ -57,6 +72,14 @@ def prediction_records(clf, texts: list[str], top_k: int | None = None, threshol
     every label) and ``scores`` (every label's sigmoid); regression runs give ``text`` and ``value``.
     """
     return list(iter_predictions(clf, [texts], top_k, threshold))
+
+
+def check_prediction_output(path: Path) -> str:
+    """The suffix of a prediction output file (``.jsonl`` or ``.csv``), else a DataError."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise DataError(f"--output must end in .jsonl or .csv, got {path.name}")
+    return suffix
 
 
 def task_name(clf) -> str:
@@ -92,9 +115,7 @@ def write_predictions(path: str | Path, records: Iterable[dict], labels: list[st
     all (written to a temporary sibling, then renamed). Returns the number of records written.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise DataError(f"--output must end in .jsonl or .csv, got {path.name}")
+    suffix = check_prediction_output(path)
     count, texts = 0, ["text", "text_pair"] if pairs else ["text"]
     with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)

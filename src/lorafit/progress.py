@@ -236,7 +236,7 @@ def info_table(manifest: dict, metrics: dict) -> Table:
             ("LoRA", f"r={lora['r']} alpha={lora['lora_alpha']} dropout={lora['lora_dropout']} "
                      f"targets={lora['target_modules'] or 'all linear'}"),
             ("training", f"epochs={cfg['epochs']} batch={cfg['batch_size']} lr={cfg['learning_rate']} "
-                         f"precision={manifest.get('train_precision')}"),
+                         f"precision={manifest.get('train_precision')} processes={manifest.get('world_size', 1)}"),
             ("task", manifest.get("task", "single_label_classification")),
             ("validation", ", ".join(f"{k} {format_metric(k, v)}" for k, v in val.items()) or "-"),
             ("train time", f"{metrics.get('train_wall_seconds', 0):.1f} s, "

@@ -108,8 +108,13 @@ class SingleLabel:
         return torch.as_tensor(targets, dtype=torch.long)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        """The training loss of fp32 ``logits``."""
-        return torch.nn.functional.cross_entropy(logits, targets, weight=weights)
+        """The training loss of fp32 ``logits``, summed over the rows (see :meth:`loss_total`)."""
+        return torch.nn.functional.cross_entropy(logits, targets, weight=weights, reduction="sum")
+
+    def loss_total(self, targets: torch.Tensor, weights: torch.Tensor | None) -> float | torch.Tensor:
+        """What the summed loss of a whole batch with ``targets`` is divided by to give its mean loss (the
+        training processes each sum their slice of the batch; see ``Trainer._step``)."""
+        return float(len(targets)) if weights is None else weights[targets].sum()
 
     def class_weights(self, targets: np.ndarray, n_outputs: int) -> np.ndarray:
         """Inverse-frequency weights, ``n / (classes * count)`` (scikit-learn's "balanced"); 0 for absent classes."""
@@ -230,7 +235,11 @@ class MultiLabel(SingleLabel):
         return torch.as_tensor(targets, dtype=torch.float32)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights,
+                                                                    reduction="sum")
+
+    def loss_total(self, targets: torch.Tensor, weights: torch.Tensor | None) -> float:
+        return float(targets.numel())  # BCE's mean is over every (row, label); pos_weight does not change it
 
     def class_weights(self, targets: np.ndarray, n_outputs: int) -> np.ndarray:
         """BCE's ``pos_weight``: negatives / positives per label (1 for a label without positives)."""
@@ -348,7 +357,10 @@ class Regression(SingleLabel):
         return torch.as_tensor(targets, dtype=torch.float32)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(logits[:, 0], targets)
+        return torch.nn.functional.mse_loss(logits[:, 0], targets, reduction="sum")
+
+    def loss_total(self, targets: torch.Tensor, weights: torch.Tensor | None) -> float:
+        return float(len(targets))
 
     def class_weights(self, targets: np.ndarray, n_outputs: int) -> np.ndarray:
         raise ConfigError("class_weights 'auto' has no meaning for regression")

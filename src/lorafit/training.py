@@ -1,5 +1,11 @@
-"""The training loop: probe-initialised head, length-bucketed batches, bf16 autocast, periodic
+"""The training loop: probe-initialised head, length-bucketed batches, bf16/fp16 autocast, periodic
 evaluation, early stopping and restoring the best checkpoint. Runs through Accelerate.
+
+Under ``torchrun`` / ``accelerate launch`` every process draws the same global batches (same seed) and
+trains on its own slice of each (see :meth:`Trainer._step`): the model is wrapped in
+DistributedDataParallel, gradients are averaged across processes, and the step equals a single-process
+step on the whole batch. Validation is split between the processes and its logits gathered, so every
+process scores the same numbers; the early-stopping decision is rank 0's, broadcast.
 """
 from __future__ import annotations
 
@@ -13,9 +19,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from lorafit import distributed
 from lorafit.batching import bucketed_batches
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
+from lorafit.errors import RunDirError
 from lorafit.cache import build_cache
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
     restore_rng, rng_snapshot
@@ -83,7 +91,10 @@ class TrainResult:
     matmul_peak_gflops: float = 0.0
     """Best square-matmul rate in the training precision, measured before and after training in this run."""
     mfu: float = 0.0
-    """Model FLOPs utilisation of the optimisation steps: ``train_tflops / loop_seconds`` over the peak."""
+    """Model FLOPs utilisation of the optimisation steps: ``train_tflops / loop_seconds`` over the peak
+    (of all ``world_size`` devices together)."""
+    world_size: int = 1
+    """Processes that trained together (``torchrun`` / ``accelerate launch``); 1: a single process."""
     val_logits: np.ndarray | None = field(default=None, repr=False)
     """Validation logits (fp32) of the kept checkpoint, for calibration; not part of ``to_dict``."""
     estimated_train_seconds: float | None = None
@@ -199,10 +210,16 @@ class Trainer:
         self.metric = selection_metric(config)
         self.checkpoints = checkpoints
         self.pad_id = pad_id
-        self.callback = callback or Callback()
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.callback = callback if callback is not None and distributed.is_main() else Callback()
+        cuda = torch.cuda.is_available()
+        self.precision = resolve_precision(config.precision, torch.device("cuda" if cuda else "cpu"))
+        # lorafit's precision decides, not `accelerate launch --mixed_precision` (autocast is ours, see _step)
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision="no")
         self.device = self.accelerator.device
-        self.precision = resolve_precision(config.precision, self.device)
+        # fp16 gradients underflow without loss scaling; for other precisions the scaler is a no-op. (Not
+        # Accelerator(mixed_precision="fp16"): its state is one per process, fixed by the first Trainer.)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.model = model.to(self.device)
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32,
                                                                                 device=self.device)
@@ -221,8 +238,14 @@ class Trainer:
         return f"{blocks}; {head}, {self.precision}"
 
     def _run(self, source: Source, precision: str, method: str = "forward") -> np.ndarray:
-        return forward_all(self.model, source.lengths, source.make_batch, self.config.eval_batch_size, precision,
-                           self.device, method=method)
+        """``method`` over every row of ``source``; with several processes each runs a slice, all get all rows."""
+        if self.world_size == 1:
+            return forward_all(self.model, source.lengths, source.make_batch, self.config.eval_batch_size,
+                               precision, self.device, method=method)
+        rows = distributed.shard(len(source), self.rank, self.world_size)
+        part = forward_all(self.model, source.lengths[rows], lambda index: source.make_batch(rows[index]),
+                           self.config.eval_batch_size, precision, self.device, method=method)
+        return distributed.gather_rows(part)
 
     def evaluate(self, source: Source, targets: np.ndarray, n_labels: int) -> tuple[dict[str, float], np.ndarray]:
         """Headline metrics on ``source`` and the logits behind them, in fp32 like ``lorafit evaluate``."""
@@ -271,11 +294,13 @@ class Trainer:
         cfg = self.config
         if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # the user's own glibc setting wins
             bound_heap()
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed + self.rank)  # dropout: other masks in every process
+        rng = np.random.default_rng(cfg.seed)  # the same global batches in every process
         wall = time.perf_counter()
         resumed = self.checkpoints.load() if self.checkpoints is not None and self.checkpoints.resume else None
-        result = TrainResult(precision=self.precision, train_samples=len(train_tokens), cached_layers=self.model.split)
+        self._check_same_start(resumed)
+        result = TrainResult(precision=self.precision, train_samples=len(train_tokens), cached_layers=self.model.split,
+                             world_size=self.world_size)
         result.trainable_parameters, result.total_parameters = count_parameters(self.model)
         result.strategy = self.describe()
         self.callback.on_info(result.strategy)
@@ -323,8 +348,7 @@ class Trainer:
             for position in range(start, len(batches)):
                 index = batches[position]
                 started = time.perf_counter()
-                loop.losses.append(self._step(model, optimizer, scheduler, params, train.make_batch(index),
-                                              labels[index]))
+                loop.losses.append(self._step(model, optimizer, scheduler, params, train, index, labels))
                 result.loop_seconds += time.perf_counter() - started
                 result.train_tflops += float(step_flops[index].sum()) / 1e12
                 loop.step, loop.seen = loop.step + 1, loop.seen + len(index)
@@ -358,11 +382,22 @@ class Trainer:
         # the peak is the best it showed.
         result.matmul_peak_gflops = max(result.matmul_peak_gflops, matmul_peak_gflops(self.precision, self.device))
         if result.loop_seconds > 0 and result.matmul_peak_gflops > 0:
-            result.mfu = result.train_tflops * 1e3 / result.loop_seconds / result.matmul_peak_gflops
+            result.mfu = result.train_tflops * 1e3 / result.loop_seconds / result.matmul_peak_gflops / self.world_size
         self._restore(best, result)
         result.peak_memory_mb = peak_memory_mb()
         self.callback.on_train_end(result)
         return result
+
+    def _check_same_start(self, resumed: TrainingState | None) -> None:
+        """With several processes, refuse to go on unless all resume from the same checkpoint (or none)."""
+        if self.world_size == 1:
+            return
+        steps = distributed.gather(None if resumed is None else resumed.step)
+        if len(set(steps)) > 1:
+            found = ", ".join(f"rank {r}: {'none' if s is None else f'step {s}'}" for r, s in enumerate(steps))
+            raise RunDirError(f"the processes found different checkpoints to resume from ({found}); with several "
+                              f"machines --resume needs the checkpoint directory {self.checkpoints.directory} on "
+                              "a filesystem they all share")
 
     def _planned_flops(self, step_flops: np.ndarray, epochs: int, total_steps: int, val: Source | None) -> float:
         """FLOPs of every planned optimisation step and validation pass (for the time estimate)."""
@@ -425,17 +460,34 @@ class Trainer:
         return trained + forward_flops(lengths, hidden, intermediate, frozen - self.model.split)
 
     def _step(self, model: torch.nn.Module, optimizer, scheduler, params: list[torch.nn.Parameter],
-              batch: dict[str, torch.Tensor], targets: torch.Tensor) -> float:
-        """One optimisation step (autocast forward, loss in fp32, clipped gradients); returns the loss."""
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+              train: Source, index: np.ndarray, labels: torch.Tensor) -> float:
+        """One optimisation step on the global batch ``index`` (autocast forward, loss in fp32, clipped
+        gradients); returns the batch's loss.
+
+        Each process takes its slice of the batch, and its loss is its rows' (weighted) cross-entropy summed,
+        over the whole batch's weight, times the number of processes: DistributedDataParallel averages the
+        gradients over processes, which gives the gradient of the whole batch's mean loss, as one process
+        gets. A process whose slice is empty (a batch with fewer rows than processes) runs one row at weight
+        0, so that it still joins the gradient exchange.
+        """
+        rows = index[distributed.shard(len(index), self.rank, self.world_size)]
+        share = float(self.world_size) if len(rows) else 0.0
+        rows = rows if len(rows) else index[:1]
+        batch = {k: v.to(self.device) for k, v in train.make_batch(rows).items()}
         with autocast(self.precision, self.device):
             logits = model(**batch)
-        loss = self.task.loss(logits.float(), targets.to(self.device), self.class_weights)
-        self.accelerator.backward(loss)
+        targets = labels[rows].to(self.device)
+        total = self.task.loss_total(labels[index].to(self.device), self.class_weights)
+        loss = self.task.loss(logits.float(), targets, self.class_weights) / total * share
+        self.accelerator.backward(self.scaler.scale(loss))
+        self.scaler.unscale_(optimizer)
         self.accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        self.scaler.step(optimizer)  # skipped when fp16 gradients overflowed (the scale then shrinks)
+        self.scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if self.world_size > 1:
+            loss = self.accelerator.reduce(loss.detach(), reduction="mean")  # the whole batch's loss
         return float(loss.detach())
 
     def _record(self, result: TrainResult, best: _Best, step: int, epoch: float, loss: float,
@@ -459,7 +511,8 @@ class Trainer:
             best.state, best.logits = _trainable_state(self.model), logits
         else:
             best.bad_evals += 1
-        stop = self.config.patience > 0 and best.bad_evals >= self.config.patience
+        # Every process scored the same gathered logits; rank 0's decision is the one all follow.
+        stop = bool(distributed.broadcast(self.config.patience > 0 and best.bad_evals >= self.config.patience))
         result.stopped_early = stop
         if stop:
             logger.info("early stopping at step %d: %s did not improve for %d evaluations",
