@@ -83,6 +83,73 @@ class RichCallback(Callback):
                                f"{100 * value:.2f}%")
 
 
+class TrialProgress(RichCallback):
+    """The bar of ``lorafit tune``: one bar every trial reuses; the data summary and each message shown once."""
+
+    def __init__(self, console: Console, enabled: bool = True, metric: str = "accuracy") -> None:
+        super().__init__(console, enabled, metric)
+        self._shown: set[str] = set()
+
+    def on_data_check(self, check: DataCheck) -> None:
+        if "data check" not in self._shown:
+            self._shown.add("data check")
+            super().on_data_check(check)
+
+    def on_info(self, message: str) -> None:
+        if message not in self._shown:
+            self._shown.add(message)
+            super().on_info(message)
+
+    def on_train_begin(self, total_steps: int, trainable: int, total: int) -> None:
+        self._loss = math.nan
+        self.progress.update(self.task, total=total_steps, completed=0, loss="-", val="-", estimate="-")
+
+    def on_estimate(self, seconds: float, measured_steps: int) -> None:
+        self.progress.update(self.task, estimate=_duration(seconds))
+
+    def on_evaluate(self, record: dict) -> None:
+        self.progress.update(self.task, val=f"{self.metric} {100 * record[f'val_{self.metric}']:.2f}%")
+
+
+def _value(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _settings(params: dict) -> str:
+    return " ".join(f"{k}={_value(v)}" for k, v in params.items())
+
+
+def trial_line(trial, metric: str) -> str:
+    """One line on a finished ``lorafit tune`` trial: its state, metric and settings."""
+    state = trial.state.name.lower()
+    if state == "complete":
+        outcome = f"{metric} {100 * trial.value:.2f}%"
+    elif state == "pruned":
+        step = trial.last_step
+        outcome = "pruned" + (f" at step {step} ({metric} {100 * trial.intermediate_values[step]:.2f}%)"
+                              if step is not None else "")
+    else:
+        outcome = state
+    return f"trial {trial.number}: {outcome}  {escape(_settings(trial.params))}"
+
+
+def study_table(summary: dict, rows: int = 10) -> Table:
+    """The best ``rows`` trials of a ``lorafit tune`` study (finished first, by value), with their settings."""
+    metric = summary["metric"]
+    ranked = sorted(summary["rows"], key=lambda r: (r["state"] != "complete", -(r["value"] or 0.0), r["trial"]))
+    names = [n for n in summary["search_space"] if any(n in r for r in ranked)]
+    table = Table(title=f"study {summary['study_name']}: {len(ranked)} trial(s), best {min(rows, len(ranked))} "
+                        f"by validation {metric}")
+    for column in ("trial", "state", metric, *names, "seconds"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for r in ranked[:rows]:
+        value = "-" if r["value"] is None else f"{100 * r['value']:.2f}%"
+        table.add_row(str(r["trial"]), r["state"], value,
+                      *(escape(_value(r[n])) if n in r else "-" for n in names),
+                      "-" if r["seconds"] is None else f"{r['seconds']:.1f}")
+    return table
+
+
 def _duration(seconds: float) -> str:
     """``75.2`` -> ``1m 15s``; under a minute, whole seconds."""
     seconds = max(0, int(round(seconds)))
