@@ -188,10 +188,17 @@ def tune(
                                   precision=precision, trust_remote_code=trust_remote_code),
                       data=DataConfig(text_column=text_column, label_column=label_column,
                                       validation_fraction=validation_fraction))
-    with TrialProgress(err, enabled=progress, metric=metric) as callback:
-        result = run_study(base, space, config, out_dir, train_file, validation, test, callback=callback,
-                           on_trial=lambda trial: callback.console.print(trial_line(trial, metric)),
-                           overwrite=overwrite, resume=resume)
+    try:
+        with TrialProgress(err, enabled=progress, metric=metric, trials=trials) as callback:
+            result = run_study(base, space, config, out_dir, train_file, validation, test, callback=callback,
+                               on_trial=lambda trial: callback.console.print(trial_line(trial, metric)),
+                               overwrite=overwrite, resume=resume)
+    except KeyboardInterrupt:
+        if logger.isEnabledFor(logging.DEBUG):
+            raise
+        err.print(f"interrupted; the study keeps its finished trials, {out_dir / 'best'} the best of them, and "
+                  "the same command with --resume continues it")
+        sys.exit(130)
     _print_study(result, metric)
 
 

@@ -176,6 +176,9 @@ def study_png(rows: list[dict], importances: dict[str, float], metric: str, min_
     if pruned:
         history_ax.plot([r["trial"] for r in pruned], [r["value"] for r in pruned], "x", color=EVAL_COLOR,
                         label="pruned (last evaluation)")
+    from matplotlib.ticker import MaxNLocator
+
+    history_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     history_ax.set(xlabel="trial", ylabel=f"validation {metric}", title="optimisation history")
     if finished or pruned:
         history_ax.legend(fontsize=8)

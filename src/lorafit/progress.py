@@ -84,11 +84,19 @@ class RichCallback(Callback):
 
 
 class TrialProgress(RichCallback):
-    """The bar of ``lorafit tune``: one bar every trial reuses; the data summary and each message shown once."""
+    """The bar of ``lorafit tune``: one bar every trial reuses (``trial 2/20: training``); the data summary and
+    each message shown once."""
 
-    def __init__(self, console: Console, enabled: bool = True, metric: str = "accuracy") -> None:
+    def __init__(self, console: Console, enabled: bool = True, metric: str = "accuracy", trials: int = 1) -> None:
         super().__init__(console, enabled, metric)
+        self.trials, self.trial = trials, 0
         self._shown: set[str] = set()
+
+    def on_phase(self, name: str) -> None:
+        if name == "load":  # every trial starts by loading the base model
+            self.trial += 1
+        super().on_phase(name)
+        self.progress.update(self.task, description=f"trial {self.trial}/{self.trials}: {_PHASES.get(name, name)}")
 
     def on_data_check(self, check: DataCheck) -> None:
         if "data check" not in self._shown:

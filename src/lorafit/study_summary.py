@@ -37,7 +37,7 @@ def best_trial(study) -> dict | None:
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not finished:
         return None
-    best = max(finished, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
+    best = max(finished, key=lambda t: t.value)  # the first of equals: the one a tune process keeps
     out_dir = best.user_attrs.get("out_dir")
     return {"trial": best.number, "value": best.value, "params": best.params, "host": best.user_attrs.get("host"),
             "run_dir": str(Path(out_dir) / BEST_DIR) if out_dir else None}

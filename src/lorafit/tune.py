@@ -171,7 +171,7 @@ def _make_out(out: Path, overwrite: bool) -> None:
                           "writable --out") from None
 
 
-def open_study(config: TuneConfig, out: Path, metric: str, seed: int, pruner=None):
+def open_study(config: TuneConfig, out: Path, metric: str, space: list[SearchParam], seed: int, pruner=None):
     """Create or load the study (``load_if_exists``): direction maximise, seeded TPE, median pruning."""
     import optuna
 
@@ -186,7 +186,7 @@ def open_study(config: TuneConfig, out: Path, metric: str, seed: int, pruner=Non
     except Exception as exc:  # sqlalchemy's errors: the database cannot be reached or opened
         raise ConfigError(f"cannot open the study storage ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                           "check --storage") from None
-    _check_metric(study, metric)
+    _check_same(study, metric, space)
     study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(seed, len(study.trials), config.storage))
     return study
 
@@ -199,14 +199,21 @@ def _pruner(config: TuneConfig):
     return optuna.pruners.MedianPruner(n_startup_trials=config.pruning_startup_trials)
 
 
-def _check_metric(study, metric: str) -> None:
-    """A study compares one metric: refuse to continue it with another."""
-    stored = study.user_attrs.get("metric")
-    if stored is None:
-        study.set_user_attr("metric", metric)
-    elif stored != metric:
-        raise ConfigError(f"study {study.study_name!r} maximises {stored}, not {metric}; pass --metric {stored} "
-                          "to continue it, or another --study-name")
+def _check_same(study, metric: str, space: list[SearchParam]) -> None:
+    """A study compares one metric over one search space: refuse to continue it with others."""
+    wanted = {"metric": metric, "search_space": {p.name: p.describe() for p in space}}
+    for key, value in wanted.items():
+        stored = study.user_attrs.get(key)
+        if stored is None:
+            study.set_user_attr(key, value)
+        elif stored != value:
+            raise ConfigError(f"study {study.study_name!r} was started with {key} {_words(stored)}, and this run "
+                              f"has {_words(value)}; continue it with the same --metric, --search-space and pinned "
+                              "settings, or start another with a new --study-name")
+
+
+def _words(value: object) -> str:
+    return "; ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
 
 
 def _sampler_seed(seed: int, done: int, storage: str | None) -> int:
@@ -250,9 +257,9 @@ def tune(base: Classifier, space: list[SearchParam], config: TuneConfig, out_dir
                           "has fewer than 20 rows)")
     metric = base.train_config.metric
     if config.storage is not None:  # an unreachable database fails before OUT is made
-        open_study(config, out, metric, base.train_config.seed, pruner)
+        open_study(config, out, metric, space, base.train_config.seed, pruner)
     _make_out(out, overwrite)
-    study = open_study(config, out, metric, base.train_config.seed, pruner)
+    study = open_study(config, out, metric, space, base.train_config.seed, pruner)
     storage = redact_url(config.storage) if config.storage else str(out / "study.db")
     settings = {"tune": {**to_dict(config), "storage": storage}, "metric": metric,
                 "search_space": {p.name: p.describe() for p in space}}

@@ -1,0 +1,266 @@
+"""``lorafit tune``: the search space, a short study through the CLI, pruning, shared and continued studies,
+and the errors bad input gets (before any directory is made)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from helpers import make_texts, write_labeled, write_table
+from lorafit import Classifier
+from lorafit.cli import app, main
+from lorafit.config import SearchParam, TuneConfig
+from lorafit.errors import ConfigError
+from lorafit.tune import DEFAULT_SPACE, read_search_space, search_space, tune
+
+runner = CliRunner()
+QUICK = ["--min-steps", "0", "--batch-size", "16", "--precision", "fp32", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tune_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Training, validation (a fifth of its labels wrong, so trials can differ) and test files."""
+    root = tmp_path_factory.mktemp("tune")
+    texts, labels = make_texts(10, seed=8)
+    names = sorted(set(labels))
+    labels = [names[(names.index(y) + 1) % 3] if i % 5 == 0 else y for i, y in enumerate(labels)]
+    return {"train": write_labeled(root / "train.csv", n_per_class=20, seed=7),
+            "validation": write_table(root / "validation.csv", {"text": texts, "label": labels}),
+            "test": write_labeled(root / "test.csv", n_per_class=5, seed=9)}
+
+
+def _args(data: dict[str, Path], out: Path, model: str, *extra: str, validation: bool = True) -> list[str]:
+    return ["tune", str(data["train"]), "--out", str(out), "--model", model, *QUICK, *extra,
+            *(["--validation", str(data["validation"])] if validation else [])]
+
+
+def _first_best(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The first trial with the best value (the one ``OUT/best`` holds; Optuna's best_trial may be any of equals)."""
+    return next(t for t in study.trials if t.value == study.best_value)
+
+
+def _main(capsys: pytest.CaptureFixture, args: list[str]) -> tuple[int, str]:
+    """Run ``main(args)``; return (exit code, stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, " ".join(capsys.readouterr().err.split())
+
+
+# ------------------------------------------------------------------------------------- search space
+def test_search_space_defaults_file_ranges_and_pins(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text("learning_rate: {low: 0.001, high: 0.01, log: true}\nr: {choices: [2, 4]}\n"
+                    "target_modules: {choices: [all, 'query,value']}\nlora_dropout: 0.05\n", encoding="utf-8")
+    space = {p.name: p for p in search_space(read_search_space(path), {"r": 8, "epochs": None})}
+    assert set(space) == set(DEFAULT_SPACE) | {"target_modules"}
+    assert space["learning_rate"].describe() == "0.001 .. 0.01 (log scale)" and space["learning_rate"].searched
+    assert space["r"].describe() == "fixed 8" and not space["r"].searched  # a flag pins over the file
+    assert space["lora_dropout"].describe() == "fixed 0.05"
+    assert space["epochs"].describe() == "1 .. 4" and space["target_modules"].choices == ("all", "query,value")
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"seed": {"low": 0, "high": 3}}, "'seed' cannot be searched"),
+    ({"r": {"low": 2.5, "high": 8}}, "r takes whole numbers"),
+    ({"lora_dropout": {"low": 0.0, "high": 1.5}}, "lora_dropout must be in [0, 1), got 1.5"),
+    ({"learning_rate": {"low": 0, "high": 0.1, "log": True}}, "a log range needs low > 0"),
+    ({"epochs": {"low": 4, "high": 2}}, "low must be a number below high"),
+    ({"r": [4, 8]}, 'write {"choices": [4, 8]}'),
+    ({"r": {"min": 4}}, "unknown key(s) min"),
+    ({"target_modules": {"low": 1, "high": 2}}, "takes choices, not a range"),
+    ({"epochs": {"choices": [1, 0]}}, "epochs must be an integer >= 1, got 0"),
+])
+def test_bad_search_spaces_are_config_errors(entries: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        search_space(entries)
+    assert message in str(caught.value) and "search space" in str(caught.value)
+
+
+def test_bad_search_space_files(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text("{r: 4", encoding="utf-8")
+    (tmp_path / "list.yaml").write_text("- r\n", encoding="utf-8")
+    for name, message in (("bad.json", "is not valid JSON"), ("list.yaml", "must hold a mapping"),
+                          ("space.toml", "must be .json, .yaml or .yml"), ("missing.json", "cannot read")):
+        with pytest.raises(ConfigError, match=message):
+            read_search_space(tmp_path / name)
+
+
+def test_tune_config_checks() -> None:
+    with pytest.raises(ConfigError, match="trials must be an integer >= 1, got 0"):
+        TuneConfig(trials=0)
+    with pytest.raises(ConfigError, match=r"storage scheme 'redis' is not supported \(in redis://u:\*\*\*@host\)"):
+        TuneConfig(storage="redis://u:secret@host")
+    assert TuneConfig(storage="postgresql://u:secret@host/db").storage.startswith("postgresql")
+    with pytest.raises(ConfigError, match="needs exactly one of"):
+        SearchParam("r", value=4, low=2, high=8)
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+@pytest.fixture(scope="module")
+def cli_study(tune_data: dict[str, Path], tiny_model: str) -> tuple[Path, str]:
+    """Three short trials through ``lorafit tune``, with a test file."""
+    out = tune_data["train"].parent / "study"
+    result = runner.invoke(app, _args(tune_data, out, tiny_model, "--trials", "3", "--seed", "1", *_same_space(out),
+                                      "--test", str(tune_data["test"]), "--timeout", "3600"))
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def _same_space(out: Path) -> list[str]:
+    """The search space flags of ``cli_study``: a file (epochs 1-2, r 2 or 4) and a pinned learning rate."""
+    path = out.parent / "space.json"
+    path.write_text(json.dumps({"epochs": {"low": 1, "high": 2}, "r": {"choices": [2, 4]}}), encoding="utf-8")
+    return ["--learning-rate", "5e-3", "--search-space", str(path)]
+
+
+def test_tune_keeps_the_best_run_and_writes_the_summary(cli_study: tuple[Path, str],
+                                                         tune_data: dict[str, Path]) -> None:
+    out, output = cli_study
+    summary = json.loads((out / "study.json").read_text())
+    study = optuna.load_study(study_name="lorafit", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 3 and summary["trials"] == {"complete": 3}
+    best = Classifier.load(out / "best")
+    assert best.metrics_["validation"]["accuracy"] == pytest.approx(study.best_value)
+    assert summary["best"]["trial"] == _first_best(study).number and summary["best"]["value"] == study.best_value
+    assert summary["best"]["run_dir"] == str((out / "best").resolve())
+    best_trial = _first_best(study).params
+    assert best.lora.r == best_trial["r"] and best.train_config.epochs == best_trial["epochs"]
+    assert best.train_config.learning_rate == 5e-3  # pinned by the flag, so not a searched parameter
+    assert set(best_trial) == {"r", "lora_alpha", "lora_dropout", "epochs"}
+    assert best.evaluate(*_read(tune_data["validation"]))["accuracy"] == pytest.approx(study.best_value)  # the kept run scores what the study recorded
+    assert summary["search_space"]["learning_rate"] == "fixed 0.005" and summary["search_space"]["r"] == "one of 2, 4"
+    assert summary["tune"]["timeout"] == 3600 and summary["tune"]["trials"] == 3
+    assert summary["test"]["rows"] == 15 and 0 <= summary["test"]["accuracy"] <= 1
+    with (out / "study.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["trial"] for row in rows] == ["0", "1", "2"] and {"r", "epochs", "value"} <= set(rows[0])
+    assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| setting | searched over |" in (out / "study.md").read_text()
+    assert "trial 2:" in output and "best: trial" in output and "test (15 rows)" in output
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def _read(path: Path) -> tuple[list[str], list[str]]:
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    return list(frame["text"]), list(frame["label"])
+
+
+def test_tune_refuses_an_existing_out_and_resumes_it(cli_study: tuple[Path, str], tune_data: dict[str, Path],
+                                                    tiny_model: str, capsys: pytest.CaptureFixture) -> None:
+    out, _ = cli_study
+    code, message = _main(capsys, _args(tune_data, out, tiny_model, "--trials", "1"))
+    assert code == 1 and "exists already; pass --resume to continue its study, --overwrite" in message
+    code, message = _main(capsys, _args(tune_data, out, tiny_model, "--resume", "--overwrite"))
+    assert code == 1 and "pass one of them" in message
+    code, message = _main(capsys, _args(tune_data, out, tiny_model, "--resume", "--metric", "macro_f1"))
+    assert code == 1 and "was started with metric accuracy, and this run has macro_f1" in message
+    code, message = _main(capsys, _args(tune_data, out, tiny_model, "--resume", "--learning-rate", "5e-3"))
+    assert code == 1 and "r one of 2, 4" in message and "r one of 4, 8, 16" in message  # another search space
+    before = json.loads((out / "best" / "metrics.json").read_text())
+    result = runner.invoke(app, _args(tune_data, out, tiny_model, "--trials", "1", "--resume", *_same_space(out)))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "study.json").read_text())
+    assert len(summary["rows"]) == 4 and [r["trial"] for r in summary["rows"]] == [0, 1, 2, 3]
+    if summary["best"]["trial"] != 3:  # the kept run changes only when the new trial beats it
+        assert json.loads((out / "best" / "metrics.json").read_text()) == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--trials", "0"], "trials must be an integer >= 1, got 0"),
+    (["--storage", "foo://host/db"], "storage scheme 'foo' is not supported"),
+    (["--storage", "not a url"], "is not a database URL"),
+    (["--r", "0"], "search space: r must be an integer >= 1, got 0"),
+    (["--storage", "postgresql://user:secret@localhost/db"], "the database driver for postgresql is not installed"),
+    (["--storage", "sqlite:////no/such/directory/study.db"], "cannot open the study storage"),
+])
+def test_bad_input_is_refused_before_out_is_made(extra: list[str], message: str, tune_data: dict[str, Path],
+                                                  tiny_model: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "study"
+    code, error = _main(capsys, _args(tune_data, out, tiny_model, *extra))
+    assert code == 1 and message in error and "Traceback" not in error
+    assert not out.exists()
+
+
+def test_tune_needs_validation_data(tune_data: dict[str, Path], tiny_model: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "study"
+    code, error = _main(capsys, _args(tune_data, out, tiny_model, "--validation-fraction", "0", validation=False))
+    assert code == 1 and "compares trials on validation data, and there is none" in error and not out.exists()
+
+
+def test_an_unwritable_out_is_a_clear_error(tune_data: dict[str, Path], tiny_model: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, error = _main(capsys, _args(tune_data, blocker / "study", tiny_model))
+    assert code == 1 and f"cannot create the output directory {blocker / 'study'}" in error
+
+
+# ------------------------------------------------------------------------------ pruning and sharing
+def test_pruned_trials_leave_no_run_directory(tune_data: dict[str, Path], tiny_model: str, tmp_path: Path) -> None:
+    """A pruner that stops every trial at its first evaluation: the exception leaves fit cleanly."""
+    base = Classifier(model=tiny_model, min_steps=0, batch_size=16, precision="fp32")
+    result = tune(base, search_space(None, {"epochs": 2}), TuneConfig(trials=2), tmp_path / "study",
+                  tune_data["train"], tune_data["validation"], pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    states = [t.state for t in result.study.trials]
+    assert states == [optuna.trial.TrialState.PRUNED] * 2
+    assert [t.last_step for t in result.study.trials] == [0, 0]  # the probe head's evaluation, before any step
+    assert result.best_dir is None and result.summary["best"] is None
+    assert sorted(p.name for p in (tmp_path / "study").iterdir()) == ["study.csv", "study.db", "study.json",
+                                                                     "study.md", "study.png"]
+
+
+def test_the_sampler_is_seeded(tmp_path: Path) -> None:
+    """The same --seed proposes the same settings; a continued study does not repeat its first proposals."""
+    from lorafit.tune import open_study, suggest
+
+    space = search_space()
+
+    def first_proposal(out: Path, seed: int) -> dict:
+        out.mkdir(exist_ok=True)
+        study = open_study(TuneConfig(), out, "accuracy", space, seed)
+        trial = study.ask()
+        values = {p.name: suggest(trial, p) for p in space}
+        study.tell(trial, 0.5)
+        return values
+
+    first = first_proposal(tmp_path / "a", 0)
+    assert first_proposal(tmp_path / "b", 0) == first and first_proposal(tmp_path / "c", 1) != first
+    assert first_proposal(tmp_path / "a", 0) != first  # the same study, continued
+
+
+def test_median_pruning_is_the_default() -> None:
+    from lorafit.tune import _pruner
+
+    pruner = _pruner(TuneConfig())
+    assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_startup_trials == 3
+    assert isinstance(_pruner(TuneConfig(pruning=False)), optuna.pruners.NopPruner)
+
+
+def test_a_shared_storage_continues_one_study(tune_data: dict[str, Path], tiny_model: str, tmp_path: Path) -> None:
+    """Two processes (here: two calls) with one storage and study name add to the same study."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    for name in ("machine_a", "machine_b"):
+        result = runner.invoke(app, _args(tune_data, tmp_path / name, tiny_model, "--trials", "1", "--epochs", "1",
+                                          "--storage", storage, "--study-name", "shared"))
+        assert result.exit_code == 0, result.output
+        assert not (tmp_path / name / "study.db").exists()
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1]
+    assert [t.user_attrs["out_dir"] for t in study.trials] == [str((tmp_path / n).resolve())
+                                                              for n in ("machine_a", "machine_b")]
+    summary = json.loads((tmp_path / "machine_b" / "study.json").read_text())
+    assert len(summary["rows"]) == 2 and summary["tune"]["storage"] == storage
+    assert (tmp_path / "machine_a" / "best" / "lorafit.json").is_file()
+    # the second machine keeps a run only if its trial beat the first one's
+    assert (tmp_path / "machine_b" / "best").is_dir() == (study.trials[1].value > study.trials[0].value)
