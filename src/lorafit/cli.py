@@ -212,8 +212,9 @@ def _print_study(result, metric: str) -> None:
         err.print("[yellow]warning:[/yellow] no trial finished (all pruned or failed), so there is no best run; "
                   "run again with --resume and more --trials, or --no-pruning")
         return
-    out.print(f"best: trial {best['trial']}, validation {metric} {100 * best['value']:.2f}%, run directory "
-              f"[bold]{escape(str(best['run_dir']))}[/bold]" + (f" on {escape(best['host'])}" if best["host"] else ""))
+    where = f"run directory [bold]{escape(best['run_dir'])}[/bold] on {escape(str(best['host']))}" \
+        if best["run_dir"] else "its run directory was not kept"
+    out.print(f"best: trial {best['trial']}, validation {metric} {100 * best['value']:.2f}%, {where}")
     if summary.get("test"):
         out.print(f"test ({summary['test']['rows']} rows), best run: accuracy {100 * summary['test']['accuracy']:.2f}%, "
                   f"macro-F1 {100 * summary['test']['macro_f1']:.2f}%")

@@ -12,6 +12,8 @@ from pathlib import Path
 from lorafit.rundir import atomic_file
 
 BEST_DIR = "best"
+KEPT = "kept"
+"""Trial attribute: the trial's run was saved to ``OUT/best`` (it beat every trial finished before it)."""
 STUDY_JSON, STUDY_CSV, STUDY_MD, STUDY_PNG = "study.json", "study.csv", "study.md", "study.png"
 IMPORTANCE_MIN_TRIALS = 5
 """Finished trials before parameter importances are estimated (with fewer they say nothing)."""
@@ -37,10 +39,11 @@ def best_trial(study) -> dict | None:
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not finished:
         return None
-    best = max(finished, key=lambda t: t.value)  # the first of equals: the one a tune process keeps
+    # of equal values, one whose run was kept (two machines may finish equals in either order), else the first
+    best = max(finished, key=lambda t: (t.value, bool(t.user_attrs.get(KEPT))))
     out_dir = best.user_attrs.get("out_dir")
     return {"trial": best.number, "value": best.value, "params": best.params, "host": best.user_attrs.get("host"),
-            "run_dir": str(Path(out_dir) / BEST_DIR) if out_dir else None}
+            "run_dir": str(Path(out_dir) / BEST_DIR) if out_dir and best.user_attrs.get(KEPT) else None}
 
 
 def importances(study) -> dict[str, float]:
@@ -107,8 +110,8 @@ def markdown(summary: dict) -> str:
     lines += [f"| {name} | {_cell(spec)} |" for name, spec in summary["search_space"].items()]
     lines.append("")
     if best:
-        where = f" on {best['host']}" if best.get("host") else ""
-        lines += [f"Best: trial {best['trial']}, {metric} {best['value']:.4f}, run directory {best['run_dir']}{where}.",
+        where = f"run directory {best['run_dir']} on {best['host']}" if best["run_dir"] else "run not kept"
+        lines += [f"Best: trial {best['trial']}, {metric} {best['value']:.4f}, {where}.",
                   "", "| setting | value |", "|---|---|"]
         lines += [f"| {name} | {_cell(value)} |" for name, value in best["params"].items()]
         lines.append("")

@@ -25,7 +25,7 @@ from lorafit.config import SEARCHABLE, SearchParam, TuneConfig, redact_url, sett
 from lorafit.data import LabeledData
 from lorafit.errors import ConfigError, RunDirError
 from lorafit.rundir import check_writable
-from lorafit.study_summary import BEST_DIR, STUDY_JSON, write_summary
+from lorafit.study_summary import BEST_DIR, KEPT, STUDY_JSON, write_summary
 from lorafit.training import Callback
 
 logger = logging.getLogger(__name__)
@@ -256,10 +256,10 @@ def tune(base: Classifier, space: list[SearchParam], config: TuneConfig, out_dir
                           "--validation FILE or --validation-fraction 0.1 ('auto' holds out nothing when a class "
                           "has fewer than 20 rows)")
     metric = base.train_config.metric
-    if config.storage is not None:  # an unreachable database fails before OUT is made
-        open_study(config, out, metric, space, base.train_config.seed, pruner)
+    # a database of --storage is opened before OUT is made (so an unreachable one leaves nothing behind)
+    study = open_study(config, out, metric, space, base.train_config.seed, pruner) if config.storage else None
     _make_out(out, overwrite)
-    study = open_study(config, out, metric, space, base.train_config.seed, pruner)
+    study = study or open_study(config, out, metric, space, base.train_config.seed, pruner)
     storage = redact_url(config.storage) if config.storage else str(out / "study.db")
     settings = {"tune": {**to_dict(config), "storage": storage}, "metric": metric,
                 "search_space": {p.name: p.describe() for p in space}}
@@ -294,6 +294,7 @@ def _run_trial(trial, base: Classifier, space: list[SearchParam],
     best = best_value(trial.study)
     if best is None or value > best:
         clf.save(out / BEST_DIR, overwrite=True)
+        trial.set_user_attr(KEPT, True)
         logger.info("trial %d: %s %.4f, the best so far: saved to %s", trial.number, metric, value, out / BEST_DIR)
     return value
 
