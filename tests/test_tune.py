@@ -56,7 +56,7 @@ def _main(capsys: pytest.CaptureFixture, args: list[str]) -> tuple[int, str]:
 # ------------------------------------------------------------------------------------- search space
 def test_search_space_defaults_file_ranges_and_pins(tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
-    path.write_text("learning_rate: {low: 0.001, high: 0.01, log: true}\nr: {choices: [2, 4]}\n"
+    path.write_text("learning_rate: {low: 1e-3, high: 1e-2, log: true}\nr: {choices: [2, 4]}\n"
                     "target_modules: {choices: [all, 'query,value']}\nlora_dropout: 0.05\n", encoding="utf-8")
     space = {p.name: p for p in search_space(read_search_space(path), {"r": 8, "epochs": None})}
     assert set(space) == set(DEFAULT_SPACE) | {"target_modules"}
@@ -283,3 +283,34 @@ def test_a_shared_storage_continues_one_study(tune_data: dict[str, Path], tiny_m
     assert (tmp_path / "machine_a" / "best" / "lorafit.json").is_file()
     # the second machine keeps a run only if its trial beat the first one's
     assert (tmp_path / "machine_b" / "best").is_dir() == (study.trials[1].value > study.trials[0].value)
+
+
+def test_the_trial_progress_bar_names_the_trial_and_says_things_once() -> None:
+    from rich.console import Console
+
+    from lorafit.progress import TrialProgress
+
+    console = Console(record=True, width=200)
+    with TrialProgress(console, enabled=True, metric="accuracy", trials=3) as bar:
+        for _ in range(2):
+            bar.on_phase("load")
+            bar.on_info("LoRA on encoder blocks 1")
+            bar.on_phase("train")
+            bar.on_train_begin(10, 100, 1000)
+            bar.on_evaluate({"step": 5, "val_accuracy": 0.5})
+        assert bar.progress.tasks[0].description == "trial 2/3: training"
+        assert bar.progress.tasks[0].fields["val"] == "accuracy 50.00%"
+    text = console.export_text()
+    assert text.count("LoRA on encoder blocks 1") == 1 and "trainable parameters" not in text
+
+
+def test_trial_lines() -> None:
+    from optuna.distributions import IntDistribution
+
+    from lorafit.progress import trial_line
+
+    pruned = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params={"r": 8},
+                                       distributions={"r": IntDistribution(4, 16)}, intermediate_values={30: 0.25})
+    assert trial_line(pruned, "macro_f1").endswith(": pruned at step 30 (macro_f1 25.00%)  r=8")
+    done = optuna.trial.create_trial(value=0.875, params={"r": 8}, distributions={"r": IntDistribution(4, 16)})
+    assert trial_line(done, "accuracy").endswith(": accuracy 87.50%  r=8")

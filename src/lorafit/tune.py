@@ -50,7 +50,7 @@ def parse_param(name: str, spec: object) -> SearchParam:
         if isinstance(spec, list):
             raise ConfigError(f"search space: {name} is a list; write {{\"choices\": {json.dumps(spec)}}} to "
                               "choose among values")
-        return SearchParam(name, value=spec)
+        return SearchParam(name, value=_number(name, spec))
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise ConfigError(f"search space: {name} has unknown key(s) {', '.join(unknown)}; use low, high and "
@@ -58,8 +58,20 @@ def parse_param(name: str, spec: object) -> SearchParam:
     choices = spec.get("choices")
     if choices is not None and not isinstance(choices, list):
         raise ConfigError(f"search space: {name} choices must be a list, got {choices!r}")
-    return SearchParam(name, value=spec.get("value"), low=spec.get("low"), high=spec.get("high"),
-                       log=bool(spec.get("log", False)), choices=tuple(choices) if choices is not None else None)
+    return SearchParam(name, value=_number(name, spec.get("value")), low=_number(name, spec.get("low")),
+                       high=_number(name, spec.get("high")), log=bool(spec.get("log", False)),
+                       choices=tuple(_number(name, c) for c in choices) if choices is not None else None)
+
+
+def _number(name: str, value: object) -> object:
+    """A float setting's value written as text, such as YAML's ``1e-4`` (YAML 1.1 reads a float without a dot
+    as a string), is the number it spells; anything else is left for the checks."""
+    if SEARCHABLE.get(name) is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def read_search_space(path: str | Path) -> dict[str, object]:
