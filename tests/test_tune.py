@@ -314,3 +314,25 @@ def test_trial_lines() -> None:
     assert trial_line(pruned, "macro_f1").endswith(": pruned at step 30 (macro_f1 25.00%)  r=8")
     done = optuna.trial.create_trial(value=0.875, params={"r": 8}, distributions={"r": IntDistribution(4, 16)})
     assert trial_line(done, "accuracy").endswith(": accuracy 87.50%  r=8")
+
+
+def test_importances_need_enough_trials_that_differ(tmp_path: Path) -> None:
+    from lorafit.study_summary import importances, write_summary
+
+    def study_of(values: list[float]) -> optuna.Study:
+        def objective(trial: optuna.Trial) -> float:
+            trial.suggest_int("r", 4, 6)
+            trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+            return values[trial.number]
+
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(objective, n_trials=len(values))
+        return study
+
+    assert importances(study_of([0.5] * 6)) == {} and importances(study_of([0.1, 0.9, 0.5, 0.2])) == {}
+    varied = study_of([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    weights = importances(varied)
+    assert set(weights) == {"r", "learning_rate"} and sum(weights.values()) == pytest.approx(1.0)
+    summary = write_summary(varied, tmp_path, {"metric": "accuracy", "search_space": {"r": "4 .. 6"}})
+    assert summary["importances"] == weights and summary["best"]["trial"] == 5 and summary["best"]["run_dir"] is None
+    assert "Best: trial 5, accuracy 0.6000, run not kept." in (tmp_path / "study.md").read_text()

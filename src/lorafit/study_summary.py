@@ -47,15 +47,17 @@ def best_trial(study) -> dict | None:
 
 
 def importances(study) -> dict[str, float]:
-    """Optuna's parameter importances (PED-ANOVA), once ``IMPORTANCE_MIN_TRIALS`` trials have finished."""
+    """Optuna's parameter importances (PED-ANOVA), once ``IMPORTANCE_MIN_TRIALS`` trials have finished with
+    different values; empty before, and where Optuna warns that it has too few trials to tell."""
     import optuna
 
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(finished) < IMPORTANCE_MIN_TRIALS or not any(t.params for t in finished):
+    if len(finished) < IMPORTANCE_MIN_TRIALS or len({t.value for t in finished}) < 2:
         return {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        weights = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    return {} if caught else weights
 
 
 def write_summary(study, out: Path, settings: dict) -> dict:
