@@ -134,7 +134,8 @@ def test_tune_keeps_the_best_run_and_writes_the_summary(cli_study: tuple[Path, s
     assert best.lora.r == best_trial["r"] and best.train_config.epochs == best_trial["epochs"]
     assert best.train_config.learning_rate == 5e-3  # pinned by the flag, so not a searched parameter
     assert set(best_trial) == {"r", "lora_alpha", "lora_dropout", "epochs"}
-    assert best.evaluate(*_read(tune_data["validation"]))["accuracy"] == pytest.approx(study.best_value)  # the kept run scores what the study recorded
+    # the kept run scores on the validation data what the study recorded for it
+    assert best.evaluate(*_read(tune_data["validation"]))["accuracy"] == pytest.approx(study.best_value)
     assert summary["search_space"]["learning_rate"] == "fixed 0.005" and summary["search_space"]["r"] == "one of 2, 4"
     assert summary["tune"]["timeout"] == 3600 and summary["tune"]["trials"] == 3
     assert summary["test"]["rows"] == 15 and 0 <= summary["test"]["accuracy"] <= 1
@@ -269,9 +270,10 @@ def test_median_pruning_is_the_default() -> None:
 def test_a_shared_storage_continues_one_study(tune_data: dict[str, Path], tiny_model: str, tmp_path: Path) -> None:
     """Two processes (here: two calls) with one storage and study name add to the same study."""
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    for name in ("machine_a", "machine_b"):
+    machines = (("machine_a", ["--storage", storage], {}), ("machine_b", [], {"LORAFIT_STORAGE": storage}))
+    for name, flag, env in machines:  # the second one gets the URL from the environment
         result = runner.invoke(app, _args(tune_data, tmp_path / name, tiny_model, "--trials", "1", "--epochs", "1",
-                                          "--storage", storage, "--study-name", "shared"))
+                                          *flag, "--study-name", "shared"), env=env)
         assert result.exit_code == 0, result.output
         assert not (tmp_path / name / "study.db").exists()
     study = optuna.load_study(study_name="shared", storage=storage)

@@ -319,7 +319,8 @@ class TuneConfig:
     """An Optuna RDB storage URL (``sqlite:///study.db``, ``postgresql://user:password@host/db``, ...);
     None: ``OUT/study.db``."""
     pruning: bool = True
-    """Stop trials whose validation metric falls below the median of earlier trials at the same step."""
+    """Stop a trial at an evaluation where its best validation metric so far is below the median of the other
+    trials' at the same step (Optuna's ``MedianPruner``)."""
     pruning_startup_trials: int = 3
     """Trials that finish before pruning starts."""
 

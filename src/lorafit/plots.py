@@ -187,7 +187,7 @@ def study_png(rows: list[dict], importances: dict[str, float], metric: str, min_
         importance_ax.barh(names, [importances[n] for n in names], color=TRAIN_COLOR)
         importance_ax.set(xlabel="importance (PED-ANOVA, sums to 1)", title="parameter importances")
     else:
-        importance_ax.text(0.5, 0.5, f"parameter importances need {min_trials} or more\nfinished trials with different values", ha="center",
-                           va="center", transform=importance_ax.transAxes)
+        importance_ax.text(0.5, 0.5, f"parameter importances need {min_trials} or more\nfinished trials with "
+                           "different values", ha="center", va="center", transform=importance_ax.transAxes)
         importance_ax.set_axis_off()
     return _png(figure)
