@@ -338,3 +338,41 @@ def test_importances_need_enough_trials_that_differ(tmp_path: Path) -> None:
     summary = write_summary(varied, tmp_path, {"metric": "accuracy", "search_space": {"r": "4 .. 6"}})
     assert summary["importances"] == weights and summary["best"]["trial"] == 5 and summary["best"]["run_dir"] is None
     assert "Best: trial 5, accuracy 0.6000, run not kept." in (tmp_path / "study.md").read_text()
+
+
+def test_an_interrupted_study_keeps_its_finished_trials(tune_data: dict[str, Path], tiny_model: str,
+                                                        tmp_path: Path) -> None:
+    """Ctrl-C in the second trial: the first trial, its run in best/ and the summary stay, nothing half-written."""
+    from lorafit.training import Callback
+
+    class CtrlC(Callback):
+        loads = 0
+
+        def on_phase(self, name: str) -> None:
+            if name == "load":  # each trial starts by loading the base model
+                self.loads += 1
+
+        def on_evaluate(self, record: dict) -> None:
+            if self.loads == 2:
+                raise KeyboardInterrupt
+
+    base = Classifier(model=tiny_model, min_steps=0, batch_size=16, precision="fp32")
+    out = tmp_path / "study"
+    with pytest.raises(KeyboardInterrupt):
+        tune(base, search_space(None, {"epochs": 1}), TuneConfig(trials=3), out, tune_data["train"],
+             tune_data["validation"], callback=CtrlC())
+    study = optuna.load_study(study_name="lorafit", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+    assert Classifier.load(out / "best").metrics_["validation"]["accuracy"] == pytest.approx(study.trials[0].value)
+    assert json.loads((out / "study.json").read_text())["trials"] == {"complete": 1}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_the_cli_says_how_to_continue_after_ctrl_c(monkeypatch: pytest.MonkeyPatch, tune_data: dict[str, Path],
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lorafit.tune.tune", interrupted)
+    code, error = _main(capsys, _args(tune_data, tmp_path / "study", "minilm"))
+    assert code == 130 and "the same command with --resume continues it" in error
