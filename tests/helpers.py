@@ -111,3 +111,15 @@ def make_regression(n: int, seed: int = 0) -> tuple[list[str], list[float]]:
     values = [10.0 + sum(2.0 * (w in CLASS_WORDS["food"]) - (w in CLASS_WORDS["music"]) for w in text.split())
               for text in texts]
     return texts, values
+
+
+def run_main(capsys, args: list[str]) -> tuple[int, str]:
+    """Run ``lorafit.cli.main(args)`` as the console script does; (exit code, stderr)."""
+    from lorafit.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import TINY_TRAIN
-from helpers import make_texts, write_table
+from helpers import make_texts, run_main, write_table
 from lorafit import Classifier
 from lorafit.batching import collate
-from lorafit.cli import app, main
+from lorafit.cli import app
 from lorafit.config import DataConfig
 from lorafit.data import read_labeled, read_text_chunks, tokenize
 from lorafit.datacheck import check_data
@@ -55,14 +55,6 @@ def _train_args(data: Path, out: Path, model: str, *extra: str) -> list[str]:
             "--text-column", "premise", "--text-pair-column", "hypothesis", *extra]
 
 
-def _main(capsys: pytest.CaptureFixture, args: list[str]) -> tuple[int, str]:
-    """Run ``lorafit.cli.main(args)``; (exit code, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -243,20 +235,20 @@ def test_cli_evaluate_predict_embed_and_inspect_pairs(pair_run: Path, pair_csv: 
 
 def test_cli_refuses_bad_pair_options(pair_run: Path, run_dir: Path, pair_csv: Path, tiny_model: str,
                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, err = _main(capsys, ["predict", str(pair_run), "only one text"])
+    code, err = run_main(capsys, ["predict", str(pair_run), "only one text"])
     assert code == 1 and "trained on text pairs" in err and "--text-pair" in err
-    code, err = _main(capsys, ["predict", str(pair_run), "a", "b", "--text-pair", "c"])
+    code, err = run_main(capsys, ["predict", str(pair_run), "a", "b", "--text-pair", "c"])
     assert code == 1 and "got 2 text(s) but 1 --text-pair" in err
-    code, err = _main(capsys, ["predict", str(pair_run), "--input", str(pair_csv), "--text-pair", "c"])
+    code, err = run_main(capsys, ["predict", str(pair_run), "--input", str(pair_csv), "--text-pair", "c"])
     assert code == 1 and "--text-pair goes with TEXT arguments" in err
-    code, err = _main(capsys, ["predict", str(run_dir), "pizza", "--text-pair", "song"])
+    code, err = run_main(capsys, ["predict", str(run_dir), "pizza", "--text-pair", "song"])
     assert code == 1 and "trained on single texts" in err
-    code, err = _main(capsys, ["evaluate", str(pair_run), str(pair_csv), "--text-pair-column", " "])
+    code, err = run_main(capsys, ["evaluate", str(pair_run), str(pair_csv), "--text-pair-column", " "])
     assert code == 1 and "--text-pair-column must name a column" in err
-    code, err = _main(capsys, ["evaluate", str(pair_run), str(pair_csv), "--text-pair-column", "second"])
+    code, err = run_main(capsys, ["evaluate", str(pair_run), str(pair_csv), "--text-pair-column", "second"])
     assert code == 1 and "column 'second' not found" in err
     for bad, message in (("", "text_pair_column must not be empty"), ("premise", "also the text_column")):
-        code, err = _main(capsys, _train_args(pair_csv, tmp_path / "never", tiny_model)[:-2]
+        code, err = run_main(capsys, _train_args(pair_csv, tmp_path / "never", tiny_model)[:-2]
                           + ["--text-pair-column", bad])
         assert code == 1 and message in err and not (tmp_path / "never").exists()
 

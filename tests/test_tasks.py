@@ -361,3 +361,27 @@ def test_page_shows_label_scores_and_values(browser_page, ml_run: Path, reg_run:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_summed_losses_over_the_task_total_are_the_mean_losses() -> None:
+    """Training processes each sum the loss of their slice and divide by the whole batch's total
+    (``Trainer._step``): for one process that must be exactly the mean loss torch's default reduction gives,
+    with and without class weights."""
+    import torch
+    import torch.nn.functional as F
+
+    from lorafit.tasks import SingleLabel
+
+    torch.manual_seed(0)
+    logits, classes = torch.randn(7, 3), torch.tensor([0, 2, 1, 1, 0, 2, 2])
+    weights = torch.tensor([0.5, 2.0, 1.5])
+    single = SingleLabel()
+    for w in (None, weights):
+        mean = F.cross_entropy(logits, classes, weight=w)
+        assert torch.allclose(single.loss(logits, classes, w) / single.loss_total(classes, w), mean)
+    multi, hot = MultiLabel("|"), (torch.rand(7, 3) > 0.5).float()
+    for w in (None, weights):
+        mean = F.binary_cross_entropy_with_logits(logits, hot, pos_weight=w)
+        assert torch.allclose(multi.loss(logits, hot, w) / multi.loss_total(hot, w), mean)
+    reg, target = Regression(), torch.randn(7)
+    assert torch.allclose(reg.loss(logits, target, None) / reg.loss_total(target, None), F.mse_loss(logits[:, 0], target))

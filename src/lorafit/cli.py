@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lorafit import distributed
-from lorafit.config import REGRESSION, SINGLE_LABEL, DataConfig, LoraSettings, ServeLimits, TrainConfig, \
+from lorafit.config import REGRESSION, SINGLE_LABEL, DataConfig, LoraSettings, ServeLimits, TrainConfig, TuneConfig, \
     selection_metric
 from lorafit.data import CHUNK_ROWS
 from lorafit.errors import ConfigError, LorafitError
@@ -53,6 +53,15 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed for split, initialisatio
 Task = Annotated[str, typer.Option("--task", help="classification (one label per text), multi-label (any number of labels per text) or regression (a number per text); the full names single_label_classification, multi_label_classification work too.")]
 MultiLabelFlag = Annotated[bool, typer.Option("--multi-label", help="Shortcut for --task multi-label.")]
 LabelDelimiter = Annotated[str, typer.Option("--label-delimiter", help="Multi-label: what separates labels in a label cell (a|b); a JSON list [\"a\", \"b\"] in a cell is always accepted.")]
+# The training options `train` and `tune` share.
+MinSteps = Annotated[int, typer.Option(help="At least this many optimisation steps (more epochs on small data); 0: exactly --epochs.")]
+BatchSize = Annotated[int, typer.Option(help="Examples per optimisation step.")]
+EvalEvery = Annotated[str, typer.Option(help="Evaluate every N steps, or 'epoch'.")]
+Patience = Annotated[int, typer.Option(help="Evaluations without improvement before stopping; 0 = never stop early.")]
+Metric = Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1; multi-label: micro_f1, macro_f1 or subset_accuracy; regression: mse, mae, pearson or spearman; auto: the first of these.")]
+Precision = Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported, else fp16 on a CUDA GPU, fp32 on a CPU), bf16, fp16 (CUDA only, with loss scaling) or fp32.")]
+ProgressBar = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")]
 
 
 def _task(task: str, multi_label: bool) -> str:
@@ -91,17 +100,17 @@ def train(
     use_rslora: Annotated[bool, typer.Option(help="Rank-stabilised LoRA scaling.")] = _default(LoraSettings, "use_rslora"),
     use_dora: Annotated[bool, typer.Option(help="DoRA (weight-decomposed LoRA).")] = _default(LoraSettings, "use_dora"),
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _default(TrainConfig, "epochs"),
-    min_steps: Annotated[int, typer.Option(help="At least this many optimisation steps (more epochs on small data); 0: exactly --epochs.")] = _default(TrainConfig, "min_steps"),
-    batch_size: Annotated[int, typer.Option(help="Examples per optimisation step.")] = _default(TrainConfig, "batch_size"),
+    min_steps: MinSteps = _default(TrainConfig, "min_steps"),
+    batch_size: BatchSize = _default(TrainConfig, "batch_size"),
     learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then linear decay).")] = _default(TrainConfig, "learning_rate"),
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _default(TrainConfig, "weight_decay"),
     warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = _default(TrainConfig, "warmup_ratio"),
     max_length: MaxLength = _default(TrainConfig, "max_length"),
     seed: Seed = _default(TrainConfig, "seed"),
-    eval_every: Annotated[str, typer.Option(help="Evaluate every N steps, or 'epoch'.")] = _default(TrainConfig, "eval_every"),
-    patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping; 0 = never stop early.")] = _default(TrainConfig, "patience"),
-    metric: Annotated[str, typer.Option(help="Metric that picks the best checkpoint: accuracy or macro_f1; multi-label: micro_f1, macro_f1 or subset_accuracy; regression: mse, mae, pearson or spearman; auto: the first of these.")] = _default(TrainConfig, "metric"),
-    precision: Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported, else fp16 on a CUDA GPU, fp32 on a CPU), bf16, fp16 (CUDA only, with loss scaling) or fp32.")] = _default(TrainConfig, "precision"),
+    eval_every: EvalEvery = _default(TrainConfig, "eval_every"),
+    patience: Patience = _default(TrainConfig, "patience"),
+    metric: Metric = _default(TrainConfig, "metric"),
+    precision: Precision = _default(TrainConfig, "precision"),
     length_bucketing: Annotated[bool, typer.Option("--length-bucketing/--no-length-bucketing", help="Batch texts of similar length together (less padding).")] = _default(TrainConfig, "length_bucketing"),
     cache_frozen: Annotated[bool, typer.Option("--cache-frozen/--no-cache-frozen", help="Compute the frozen blocks below LoRA once and reuse their output.")] = _default(TrainConfig, "cache_frozen"),
     class_weights: Annotated[str, typer.Option(help="auto: weight classes by inverse frequency (imbalanced data); none: every row counts the same.")] = _default(TrainConfig, "class_weights"),
@@ -111,10 +120,10 @@ def train(
     threshold: Annotated[Optional[float], typer.Option(help="A fixed abstention threshold on the top probability (implies --abstain).")] = None,
     unknown_label: Annotated[str, typer.Option(help="Label returned when the classifier abstains.")] = _default(TrainConfig, "unknown_label"),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory (and delete checkpoints of an interrupted run).")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    progress: ProgressBar = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint in OUT.partial (same command otherwise).")] = False,
     checkpoint_every: Annotated[str, typer.Option(help="Write a checkpoint to OUT.partial every N steps, or 'epoch'; 0: none.")] = str(_default(TrainConfig, "checkpoint_every")),
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Fine-tune a LoRA classifier on TRAIN and write a run directory.
 
@@ -152,6 +161,102 @@ def train(
     out.print(f"run directory: [bold]{out_dir}[/bold] (report: {out_dir / 'report.html'})")
 
 
+# ------------------------------------------------------------------------------------------ tune
+@app.command()
+def tune(
+    train_file: TrainFile,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to create: best/ (the best run directory), study.json, study.csv, study.md, study.png and, without --storage, the study (study.db).")],
+    trials: Annotated[int, typer.Option(help="Trials this process runs (every machine sharing a study runs this many).")] = _default(TuneConfig, "trials"),
+    timeout: Annotated[Optional[float], typer.Option(help="Start no new trial after this many seconds (the running one finishes).")] = None,
+    study_name: Annotated[str, typer.Option(help="Name of the study: the same --storage and --study-name continue or share one study.")] = _default(TuneConfig, "study_name"),
+    storage: Annotated[Optional[str], typer.Option(envvar="LORAFIT_STORAGE", show_envvar=True, help="Optuna RDB URL of the study: sqlite:///PATH/study.db (a shared disk), postgresql://USER:PASSWORD@HOST/DB or mysql://...; default: OUT/study.db.")] = None,
+    search_space: Annotated[Optional[Path], typer.Option("--search-space", help="A .json or .yaml file of ranges or choices per setting (see the README); replaces the default ranges it names.")] = None,
+    pruning: Annotated[bool, typer.Option("--pruning/--no-pruning", help="Once 3 trials have finished, stop a trial whose best validation metric so far is below the median of the other trials' at the same step.")] = _default(TuneConfig, "pruning"),
+    learning_rate: Annotated[Optional[float], typer.Option(help="Pin the learning rate (default: searched).")] = None,
+    r: Annotated[Optional[int], typer.Option(help="Pin the LoRA rank (default: searched).")] = None,
+    lora_alpha: Annotated[Optional[float], typer.Option(help="Pin lora_alpha (default: searched).")] = None,
+    lora_dropout: Annotated[Optional[float], typer.Option(help="Pin the LoRA dropout (default: searched).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Pin the epochs (default: searched; --min-steps may add epochs on small data).")] = None,
+    target_modules: Annotated[Optional[str], typer.Option(help="Pin the LoRA modules: comma-separated names or 'all' (the default; search them with --search-space).")] = None,
+    validation: ValidationFile = None,
+    test: Annotated[Optional[Path], typer.Option("--test", help="Labeled test file: checked for leakage, and the best run is evaluated on it at the end (only the best).")] = None,
+    validation_fraction: ValidationFraction = _default(DataConfig, "validation_fraction"),
+    text_column: TextColumn = _default(DataConfig, "text_column"),
+    label_column: LabelColumn = _default(DataConfig, "label_column"),
+    text_pair_column: TextPairColumn = None,
+    task: Task = "classification",
+    multi_label: MultiLabelFlag = False,
+    label_delimiter: LabelDelimiter = _default(DataConfig, "label_delimiter"),
+    model: Model = _default(TrainConfig, "model"),
+    max_length: MaxLength = _default(TrainConfig, "max_length"),
+    seed: Seed = _default(TrainConfig, "seed"),
+    min_steps: MinSteps = _default(TrainConfig, "min_steps"),
+    batch_size: BatchSize = _default(TrainConfig, "batch_size"),
+    eval_every: EvalEvery = _default(TrainConfig, "eval_every"),
+    patience: Patience = _default(TrainConfig, "patience"),
+    metric: Metric = _default(TrainConfig, "metric"),
+    precision: Precision = _default(TrainConfig, "precision"),
+    progress: ProgressBar = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the study of an existing OUT (its best/ stays unless a trial beats it).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT of `lorafit tune` and start a new study there.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
+) -> None:
+    """Search learning rate, LoRA rank, alpha, dropout and epochs with Optuna; keep the best run directory."""
+    import optuna
+
+    from lorafit import Classifier
+    from lorafit.progress import TrialProgress, trial_line
+    from lorafit.tune import read_search_space, search_space as build_space, tune as run_study
+
+    if not logger.isEnabledFor(logging.DEBUG):  # the CLI prints each trial itself; optuna's log repeats it
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    config = TuneConfig(trials=trials, timeout=timeout, study_name=study_name, storage=storage, pruning=pruning)
+    pins = {"learning_rate": learning_rate, "r": r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+            "epochs": epochs, "target_modules": target_modules}
+    space = build_space(read_search_space(search_space) if search_space else None, pins)
+    base = Classifier(TrainConfig(model=model, max_length=max_length, seed=seed, min_steps=min_steps,
+                                  batch_size=batch_size, eval_every=eval_every, patience=patience, metric=metric,
+                                  precision=precision, trust_remote_code=trust_remote_code,
+                                  task=_task(task, multi_label)),
+                      data=DataConfig(text_column=text_column, label_column=label_column,
+                                      validation_fraction=validation_fraction, text_pair_column=text_pair_column,
+                                      label_delimiter=label_delimiter))
+    metric = selection_metric(base.train_config)
+    try:
+        with TrialProgress(err, enabled=progress, metric=metric, trials=trials) as callback:
+            result = run_study(base, space, config, out_dir, train_file, validation, test, callback=callback,
+                               on_trial=lambda trial: callback.console.print(trial_line(trial, metric)),
+                               overwrite=overwrite, resume=resume)
+    except KeyboardInterrupt:
+        if logger.isEnabledFor(logging.DEBUG):
+            raise
+        err.print(f"interrupted; the study keeps its finished trials, {out_dir / 'best'} the best of them, and "
+                  "the same command with --resume continues it")
+        sys.exit(130)
+    _print_study(result, metric)
+
+
+def _print_study(result, metric: str) -> None:
+    from lorafit.progress import study_table
+    from lorafit.tasks import format_metric
+
+    summary = result.summary
+    out.print(study_table(summary))
+    best = summary["best"]
+    if best is None:
+        err.print("[yellow]warning:[/yellow] no trial finished (all pruned or failed), so there is no best run; "
+                  "run again with --resume and more --trials, or --no-pruning")
+        return
+    where = f"run directory [bold]{escape(best['run_dir'])}[/bold] on {escape(str(best['host']))}" \
+        if best["run_dir"] else "its run directory was not kept"
+    out.print(f"best: trial {best['trial']}, validation {metric} {format_metric(metric, best['value'])}, {where}")
+    if summary.get("test"):
+        scores = ", ".join(f"{name} {format_metric(name, value)}" for name, value in summary["test"]["scores"].items())
+        out.print(f"test ({summary['test']['rows']} rows), best run: {scores}")
+    out.print(f"study summary: {result.out_dir / 'study.md'}, {result.out_dir / 'study.csv'}, "
+              f"{result.out_dir / 'study.png'}")
+
+
 # -------------------------------------------------------------------------------------- evaluate
 @app.command()
 def evaluate(
@@ -165,7 +270,7 @@ def evaluate(
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstention threshold (default: the run's own, if any); 0: never abstain.")] = None,
     oos_label: Annotated[Optional[str], typer.Option(help="Label marking out-of-scope rows in DATA: report in-scope accuracy and out-of-scope recall.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the run report (plots, confusions, mistakes) for DATA to this .html file.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Accuracy, macro-F1, per-class metrics, the confusion matrix and calibration of RUN_DIR on DATA."""
     from lorafit import Classifier
@@ -220,7 +325,7 @@ def predict(
     text_pair_column: RunTextPairColumn = None,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Keep only the K most probable labels in `probabilities` (default: all).")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstain (label: the run's unknown label) below this top probability; default: the run's own threshold, if any; 0: never.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows of --input read and classified at a time.")] = CHUNK_ROWS,
     precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16, fp16 (CUDA GPUs only) or auto (bf16 where native, else fp16 on a GPU: faster, probabilities off by up to ~1e-2).")] = "fp32",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (with --output).")] = True,
@@ -314,7 +419,7 @@ def embed(
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalise each vector (dot product = cosine similarity).")] = True,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows of --input read and embedded at a time.")] = CHUNK_ROWS,
     precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16 or auto (bf16 where native: faster, probabilities off by up to ~1e-2).")] = "fp32",
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    progress: ProgressBar = True,
 ) -> None:
     """One vector per text from the fine-tuned encoder, pooled as the classifier pools, in input order."""
     from lorafit import Classifier

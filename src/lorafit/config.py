@@ -256,6 +256,158 @@ def selection_metric(config: TrainConfig) -> str:
     return TASK_METRICS[config.task][0] if config.metric == "auto" else config.metric
 
 
+SEARCHABLE = {"learning_rate": float, "r": int, "lora_alpha": float, "lora_dropout": float, "epochs": int,
+              "target_modules": str}
+"""The settings ``lorafit tune`` can search, and the type of their values (``target_modules``: ``"all"`` or
+comma-separated names such as ``"query,value"``)."""
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+"""Database kinds of an Optuna RDB storage URL (``postgresql+psycopg2://...`` names a driver too)."""
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One setting of ``lorafit tune``: a fixed ``value``, a range ``low``..``high`` (``log``: sampled on a log
+    scale) or a list of ``choices``. Every value it can take must be valid for its config field."""
+
+    name: str
+    """A key of ``SEARCHABLE``: a field of :class:`TrainConfig` or :class:`LoraSettings`."""
+    value: Any = None
+    """The fixed value (the setting is not searched)."""
+    low: float | None = None
+    """Smallest value of a range."""
+    high: float | None = None
+    """Largest value of a range."""
+    log: bool = False
+    """Sample the range on a log scale (for scales such as the learning rate)."""
+    choices: tuple | None = None
+    """The values to choose from."""
+
+    def __post_init__(self) -> None:
+        kind = SEARCHABLE.get(self.name)
+        _check(kind is not None, f"search space: {self.name!r} cannot be searched; searchable settings are "
+                                 f"{', '.join(SEARCHABLE)}")
+        ranged = self.low is not None or self.high is not None
+        _check([self.value is not None, ranged, self.choices is not None].count(True) == 1,
+               f"search space: {self.name} needs exactly one of a fixed value, low and high, or choices")
+        if ranged:
+            self._check_range(kind)
+        if self.choices is not None:
+            _check(len(self.choices) >= 1, f"search space: {self.name} has an empty list of choices")
+        for value in self.values():
+            check_setting(self.name, value)
+
+    def _check_range(self, kind: type) -> None:
+        where = f"search space: {self.name}"
+        _check(kind is not str, f"{where} takes choices, not a range; e.g. {{\"choices\": [\"all\", \"query,value\"]}}")
+        _check(self.low is not None and self.high is not None, f"{where} needs both low and high")
+        _check(kind is float or (_is_int(self.low) and _is_int(self.high)),
+               f"{where} takes whole numbers, got low {self.low!r} and high {self.high!r}")
+        _check(_is_number(self.low) and _is_number(self.high) and self.low < self.high,
+               f"{where}: low must be a number below high, got low {self.low!r} and high {self.high!r}")
+        _check(not self.log or self.low > 0, f"{where}: a log range needs low > 0, got {self.low!r}")
+
+    def values(self) -> list:
+        """The values to check: the fixed value, the ends of the range, or every choice."""
+        if self.value is not None:
+            return [self.value]
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+    @property
+    def searched(self) -> bool:
+        """False for a fixed value (or a single choice)."""
+        return self.value is None and (self.choices is None or len(self.choices) > 1)
+
+    def describe(self) -> str:
+        """``fixed 8``, ``one of 4, 8, 16``, ``0.0001 .. 0.003 (log scale)``."""
+        if self.value is not None:
+            return f"fixed {self.value}"
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        return f"{self.low:g} .. {self.high:g}" + (" (log scale)" if self.log else "")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def setting_value(name: str, value: Any) -> Any:
+    """A search space value as its config field takes it: ``target_modules`` ``"all"`` -> None,
+    ``"query,value"`` -> ``["query", "value"]``; anything else unchanged."""
+    if name != "target_modules":
+        return value
+    _check(isinstance(value, str), f"search space: target_modules values are strings such as 'all' or "
+                                   f"'query,value', got {value!r}")
+    return None if value.strip().lower() == "all" else value.split(",")
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Raise ConfigError (naming the search space) when ``value`` is not valid for config field ``name``."""
+    kind = SEARCHABLE[name]
+    _check(_is_int(value) if kind is int else _is_number(value) if kind is float else isinstance(value, str),
+           f"search space: {name} takes {kind.__name__} values, got {value!r}")
+    cls = LoraSettings if name in {f.name for f in fields(LoraSettings)} else TrainConfig
+    try:
+        cls(**{name: setting_value(name, value)})
+    except ConfigError as exc:
+        raise ConfigError(f"search space: {exc}") from None
+
+
+@dataclass
+class TuneConfig:
+    """How ``lorafit tune`` runs its study (the settings it searches are :class:`SearchParam` s)."""
+
+    trials: int = 20
+    """Trials this process runs (several processes sharing a study each run this many)."""
+    timeout: float | None = None
+    """Start no new trial after this many seconds (a running trial finishes); None: no limit."""
+    study_name: str = "lorafit"
+    """Name of the study in the storage; processes with the same storage and name share one study."""
+    storage: str | None = None
+    """An Optuna RDB storage URL (``sqlite:///study.db``, ``postgresql://user:password@host/db``, ...);
+    None: ``OUT/study.db``."""
+    pruning: bool = True
+    """Stop a trial at an evaluation where its best validation metric so far is below the median of the other
+    trials' at the same step (Optuna's ``MedianPruner``)."""
+    pruning_startup_trials: int = 3
+    """Trials that finish before pruning starts."""
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.trials) and self.trials >= 1, f"trials must be an integer >= 1, got {self.trials!r}")
+        _check(self.timeout is None or (_is_number(self.timeout) and self.timeout > 0),
+               f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+        _check(bool(str(self.study_name).strip()), "study_name must not be empty; e.g. --study-name banking")
+        _check(_is_int(self.pruning_startup_trials) and self.pruning_startup_trials >= 0,
+               f"pruning_startup_trials must be an integer >= 0, got {self.pruning_startup_trials!r}")
+        if self.storage is not None:
+            check_storage_url(self.storage)
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a storage URL that is not an SQLAlchemy database URL of a kind Optuna stores studies in."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    hint = ("use sqlite:///PATH/study.db (a file on a shared disk), postgresql://USER:PASSWORD@HOST/DB or "
+            "mysql://USER:PASSWORD@HOST/DB")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"storage {url!r} is not a database URL; {hint}") from None
+    _check(parsed.get_backend_name() in STORAGE_SCHEMES,
+           f"storage scheme {parsed.get_backend_name()!r} is not supported (in {redact_url(url)}); {hint}")
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password shown as ``***`` (for messages and summaries)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def parse_max_length(value: int | str) -> int | str:
     """``"auto"`` or a token count >= 4, from a flag value such as ``"auto"`` or ``"64"``."""
     if isinstance(value, str) and value.strip().lower() == "auto":

@@ -158,3 +158,36 @@ def reliability_png(bins: list[dict], ece: float, temperature: float) -> bytes:
     counts_ax.bar(centers, [b["count"] for b in bins], width=width * 0.9, color=EVAL_COLOR)
     counts_ax.set(xlim=(0, 1), xlabel="confidence", ylabel="rows", title="rows per bin")
     return _png(figure)
+
+
+@_plain_text
+def study_png(rows: list[dict], importances: dict[str, float], metric: str, min_trials: int) -> bytes:
+    """A ``lorafit tune`` study: each trial's validation metric with the best so far, and parameter importances
+    (estimated once ``min_trials`` trials have finished)."""
+    figure = _figure(10, 3.6)
+    history_ax, importance_ax = figure.subplots(1, 2)
+    finished = [r for r in rows if r["state"] == "complete"]
+    pruned = [r for r in rows if r["state"] == "pruned" and r["value"] is not None]
+    if finished:
+        history_ax.plot([r["trial"] for r in finished], [r["value"] for r in finished], "o", color=TRAIN_COLOR,
+                        label="finished trial")
+        best = np.maximum.accumulate([r["value"] for r in finished])
+        history_ax.step([r["trial"] for r in finished], best, where="post", color="#222222", lw=1, label="best so far")
+    if pruned:
+        history_ax.plot([r["trial"] for r in pruned], [r["value"] for r in pruned], "x", color=EVAL_COLOR,
+                        label="pruned (last evaluation)")
+    from matplotlib.ticker import MaxNLocator
+
+    history_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    history_ax.set(xlabel="trial", ylabel=f"validation {metric}", title="optimisation history")
+    if finished or pruned:
+        history_ax.legend(fontsize=8)
+    if importances:
+        names = list(importances)[::-1]
+        importance_ax.barh(names, [importances[n] for n in names], color=TRAIN_COLOR)
+        importance_ax.set(xlabel="importance (PED-ANOVA, sums to 1)", title="parameter importances")
+    else:
+        importance_ax.text(0.5, 0.5, f"parameter importances need {min_trials} or more\nfinished trials with "
+                           "different values", ha="center", va="center", transform=importance_ax.transAxes)
+        importance_ax.set_axis_off()
+    return _png(figure)

@@ -83,6 +83,82 @@ class RichCallback(Callback):
             self.console.print(f"step {record['step']} (epoch {record['epoch']}): val {self.metric} {value}")
 
 
+class TrialProgress(RichCallback):
+    """The bar of ``lorafit tune``: one bar every trial reuses (``trial 2/20: training``); the data summary and
+    each message shown once."""
+
+    def __init__(self, console: Console, enabled: bool = True, metric: str = "accuracy", trials: int = 1) -> None:
+        super().__init__(console, enabled, metric)
+        self.trials, self.trial = trials, 0
+        self._shown: set[str] = set()
+
+    def on_phase(self, name: str) -> None:
+        if name == "load":  # every trial starts by loading the base model
+            self.trial += 1
+        super().on_phase(name)
+        self.progress.update(self.task, description=f"trial {self.trial}/{self.trials}: {_PHASES.get(name, name)}")
+
+    def on_data_check(self, check: DataCheck) -> None:
+        if "data check" not in self._shown:
+            self._shown.add("data check")
+            super().on_data_check(check)
+
+    def on_info(self, message: str) -> None:
+        if message not in self._shown:
+            self._shown.add(message)
+            super().on_info(message)
+
+    def on_train_begin(self, total_steps: int, trainable: int, total: int) -> None:
+        self._loss = math.nan
+        self.progress.update(self.task, total=total_steps, completed=0, loss="-", val="-", estimate="-")
+
+    def on_estimate(self, seconds: float, measured_steps: int) -> None:
+        self.progress.update(self.task, estimate=_duration(seconds))
+
+    def on_evaluate(self, record: dict) -> None:
+        self.progress.update(self.task, val=f"{self.metric} {format_metric(self.metric, record[f'val_{self.metric}'])}")
+
+
+def _value(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _settings(params: dict) -> str:
+    return " ".join(f"{k}={_value(v)}" for k, v in params.items())
+
+
+def trial_line(trial, metric: str) -> str:
+    """One line on a finished ``lorafit tune`` trial: its state, metric and settings."""
+    state = trial.state.name.lower()
+    if state == "complete":
+        outcome = f"{metric} {format_metric(metric, trial.value)}"
+    elif state == "pruned":
+        step = trial.last_step
+        outcome = "pruned" + (f" at step {step} ({metric} {format_metric(metric, trial.intermediate_values[step])})"
+                              if step is not None else "")
+    else:
+        outcome = state
+    return f"trial {trial.number}: {outcome}  {escape(_settings(trial.params))}"
+
+
+def study_table(summary: dict, rows: int = 10) -> Table:
+    """The best ``rows`` trials of a ``lorafit tune`` study (finished first, by value), with their settings."""
+    metric = summary["metric"]
+    sign = 1 if summary.get("direction") == "minimize" else -1
+    ranked = sorted(summary["rows"], key=lambda r: (r["state"] != "complete", sign * (r["value"] or 0.0), r["trial"]))
+    names = [n for n in summary["search_space"] if any(n in r for r in ranked)]
+    table = Table(title=f"study {summary['study_name']}: {len(ranked)} trial(s), best {min(rows, len(ranked))} "
+                        f"by validation {metric}")
+    for column in ("trial", "state", metric, *names, "seconds"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for r in ranked[:rows]:
+        value = "-" if r["value"] is None else format_metric(metric, r["value"])
+        table.add_row(str(r["trial"]), r["state"], value,
+                      *(escape(_value(r[n])) if n in r else "-" for n in names),
+                      "-" if r["seconds"] is None else f"{r['seconds']:.1f}")
+    return table
+
+
 def _duration(seconds: float) -> str:
     """``75.2`` -> ``1m 15s``; under a minute, whole seconds."""
     seconds = max(0, int(round(seconds)))
