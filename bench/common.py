@@ -47,10 +47,12 @@ def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def lorafit(train: str, test: str, work: str, extra: list[str]) -> dict:
-    """`lorafit train` (timed as a process) then `lorafit evaluate --json` on ``test``."""
+def lorafit(train: str, test: str, work: str, extra: list[str], launcher: tuple[str, ...] = ()) -> dict:
+    """`lorafit train` (timed as a process; ``launcher``: e.g. torchrun's arguments before ``-m lorafit``) then
+    `lorafit evaluate --json` on ``test``."""
     out = os.path.join(work, "run")
-    wall, _, peak = run([PY, "-m", "lorafit", "train", train, "--out", out, "--overwrite", "--no-progress", *extra])
+    wall, _, peak = run([PY, *launcher, "-m", "lorafit", "train", train, "--out", out, "--overwrite",
+                         "--no-progress", *extra])
     _, stdout, _ = run([PY, "-m", "lorafit", "evaluate", out, test, "--json"])
     metrics = json.loads(Path(out, "metrics.json").read_text())
     return {"tool": "lorafit", "args": extra, "train_process_wall_s": round(wall, 1), "peak_rss_mb": round(peak),
