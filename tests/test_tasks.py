@@ -192,7 +192,9 @@ def test_regression_round_trip_and_plain_peft(reg_clf: Classifier, reg_run: Path
     np.testing.assert_allclose(loaded.predict(TEXTS), reg_clf.predict(TEXTS), atol=1e-5)
     plain = plain_logits(str(reg_run), TEXTS)[:, 0].numpy()
     np.testing.assert_allclose(plain, loaded.predict(TEXTS), atol=1e-4)
-    assert "model.classifier(pooled)[:, 0]" in (reg_run / "README.md").read_text()
+    card = (reg_run / "README.md").read_text()
+    assert "model.classifier(pooled)[:, 0]" in card
+    assert "clf.predict(" in card and "predict_proba" not in card  # no probabilities to show for a number
 
 
 def test_holdout_splits_at_random_for_the_new_tasks(tiny_model: str) -> None:

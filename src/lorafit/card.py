@@ -1,7 +1,7 @@
 """The model card (``README.md``) written into every run directory."""
 from __future__ import annotations
 
-from lorafit.config import SINGLE_LABEL
+from lorafit.config import REGRESSION, SINGLE_LABEL
 from lorafit.tasks import format_metric
 
 PLAIN_PEFT = '''```python
@@ -88,6 +88,8 @@ def model_card(manifest: dict, metrics: dict) -> str:
     shown = ", ".join(f"`{x}`" for x in labels[:20]) + (f" and {len(labels) - 20} more" if len(labels) > 20 else "")
     task = manifest.get("task", SINGLE_LABEL)
     plain = PLAIN_PEFT.replace("{ANSWER}", ANSWERS[task]).replace("TEXTS", tokenizer_args)
+    load_calls = f"clf.predict({example})" if task == REGRESSION else \
+        f"clf.predict({example}), clf.predict_proba({example})"  # regression has no probabilities
     intro = "" if task == SINGLE_LABEL else f"Task: {task}. "
     world = manifest.get("world_size", 1)
     processes = f" in {world} processes (data-parallel)" if world > 1 else ""
@@ -132,7 +134,7 @@ With lorafit:
 ```python
 from lorafit import Classifier
 clf = Classifier.load("THIS_DIRECTORY")
-clf.predict({example}), clf.predict_proba({example})
+{load_calls}
 ```
 With plain transformers + peft (the head is lorafit's mean-pooled linear layer, so
 `AutoPeftModelForSequenceClassification` refuses this directory on purpose):
