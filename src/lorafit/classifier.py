@@ -14,7 +14,7 @@ from lorafit import __version__, calibration, card, distributed, metrics
 from lorafit.checkpoint import Checkpoints, fingerprint
 from lorafit.config import SINGLE_LABEL, DataConfig, LoraSettings, TrainConfig, from_dict, \
     resolve_validation_fraction, selection_metric, to_dict
-from lorafit.data import Encoded, LabeledData, Text, check_pairs, is_pairs, tokenize
+from lorafit.data import Encoded, LabeledData, check_pairs, check_texts, is_pairs, tokenize
 from lorafit.datacheck import DataCheck, check_data
 from lorafit.errors import ConfigError, DataError, RunDirError
 from lorafit.inference import INFERENCE_PRECISION, check_inference_precision, forward_all, resolve_precision, \
@@ -30,32 +30,6 @@ logger = logging.getLogger(__name__)
 
 NOT_FINGERPRINTED = ("checkpoint_every", "trust_remote_code")
 """Settings that may change between an interrupted run and its ``--resume``."""
-
-
-def _check_texts(texts: object, name: str = "texts") -> list[Text]:
-    """``texts`` as a list of strings, or of ``(text, text_pair)`` tuples (from tuples, lists or array rows of
-    two strings); a single string, a mix of both kinds, or anything else is a TypeError that says so."""
-    if isinstance(texts, str):
-        raise TypeError(f"{name} must be a list of strings, got a single string; wrap it in a list: [text]")
-    texts = [tuple(t) if isinstance(t, (tuple, list, np.ndarray)) else t for t in texts]  # type: ignore[union-attr]
-    pairs = sum(isinstance(t, tuple) for t in texts)
-    if pairs:
-        return _check_pairs(texts, pairs, name)
-    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"{name} must all be strings; got {len(bad)} of type {', '.join(sorted(set(bad)))}")
-    return texts
-
-
-def _check_pairs(texts: list, pairs: int, name: str) -> list[tuple[str, str]]:
-    if pairs != len(texts):
-        raise TypeError(f"{name} mixes {len(texts) - pairs} single text(s) with {pairs} (text, text_pair) pair(s); "
-                        "give all single strings or all pairs")
-    bad = [t for t in texts if len(t) != 2 or not all(isinstance(x, str) for x in t)]
-    if bad:
-        raise TypeError(f"{name} as pairs must each be two strings (text, text_pair); got {len(bad)} other "
-                        f"item(s), e.g. {bad[0]!r:.80}")
-    return [(str(a), str(b)) for a, b in texts]
 
 
 def _main_only(callback: Callback | None) -> Callback | None:
@@ -151,7 +125,7 @@ class Classifier:
         continues from the newest intact one (same settings and data required); :meth:`save` removes them.
         """
         self._checkpoint_plan, callback = (checkpoint_dir, resume), _main_only(callback)
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         labels = self._cells(labels, "training data")
         if len(texts) != len(labels):
             raise DataError(f"got {len(texts)} texts but {len(labels)} labels; they must pair up")
@@ -160,7 +134,7 @@ class Classifier:
         if validation is None:
             train_data, val_data = self._holdout(data, callback)
         else:
-            val_texts, val_labels = _check_texts(validation[0], "validation texts"), self._cells(validation[1],
+            val_texts, val_labels = check_texts(validation[0], "validation texts"), self._cells(validation[1],
                                                                                                  "validation data")
             check_pairs(val_texts, is_pairs(texts), "validation texts")
             if len(val_texts) != len(val_labels) or not val_texts:
@@ -168,7 +142,7 @@ class Classifier:
                                 "pair up, and there must be at least one")
             train_data = data
             val_data = LabeledData(val_texts, val_labels, "validation data")
-        test_data = LabeledData(_check_texts(test[0], "test texts"), self._cells(test[1], "test data"), "test data") \
+        test_data = LabeledData(check_texts(test[0], "test texts"), self._cells(test[1], "test data"), "test data") \
             if test is not None else None
         if test_data is not None:
             check_pairs(test_data.texts, is_pairs(texts), "test texts")
@@ -404,7 +378,7 @@ class Classifier:
     def _forward(self, texts: list[str], method: str = "forward", **options: object) -> np.ndarray:
         """Logits (``forward``) or pooled embeddings (``embed``) of ``texts``, in fp32, input order."""
         self._require_fitted()
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         check_pairs(texts, self.pairs_)
         if not texts:
             width = len(self.classes_) if method == "forward" else self.model.encoder.config.hidden_size
@@ -471,7 +445,7 @@ class Classifier:
         if self.task.name != SINGLE_LABEL:
             return self._evaluate_task(texts, labels, threshold, probabilities)
         labels = [str(x) for x in labels]
-        if len(_check_texts(texts)) != len(labels):
+        if len(check_texts(texts)) != len(labels):
             raise DataError(f"got {len(texts)} texts but {len(labels)} labels; they must pair up")
         if probabilities is None:
             logits = self._forward(texts)
@@ -504,7 +478,7 @@ class Classifier:
         threshold) at the run's thresholds (``threshold``: one for all), and labels the run never saw under
         ``unknown_labels``; regression: ``mse``, ``mae``, ``rmse``, ``pearson``, ``spearman``."""
         cells = self._cells(labels, "evaluation data")
-        if len(_check_texts(texts)) != len(cells):
+        if len(check_texts(texts)) != len(cells):
             raise DataError(f"got {len(texts)} texts but {len(cells)} labels; they must pair up")
         if isinstance(self.task, Regression):
             if threshold is not None:

@@ -303,8 +303,39 @@ def pair_up(texts: list[str], text_pairs: list[str]) -> list[tuple[str, str]]:
     return list(zip(texts, text_pairs, strict=True))
 
 
+def check_texts(texts: object, name: str = "texts") -> list[Text]:
+    """``texts`` as a list of strings, or of ``(text, text_pair)`` tuples (from tuples, lists or array rows of
+    two strings); a single string, a mix of both kinds, or anything else is a TypeError that says so.
+
+    Example:
+        >>> check_texts([("a premise", "a hypothesis")])
+        [('a premise', 'a hypothesis')]
+    """
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a list of strings, got a single string; wrap it in a list: [text]")
+    texts = [tuple(t) if isinstance(t, (tuple, list, np.ndarray)) else t for t in texts]  # type: ignore[union-attr]
+    pairs = sum(isinstance(t, tuple) for t in texts)
+    if pairs:
+        return _pair_items(texts, pairs, name)
+    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"{name} must all be strings; got {len(bad)} of type {', '.join(sorted(set(bad)))}")
+    return texts
+
+
+def _pair_items(texts: list, pairs: int, name: str) -> list[tuple[str, str]]:
+    if pairs != len(texts):
+        raise TypeError(f"{name} mixes {len(texts) - pairs} single text(s) with {pairs} (text, text_pair) pair(s); "
+                        "give all single strings or all pairs")
+    bad = [t for t in texts if len(t) != 2 or not all(isinstance(x, str) for x in t)]
+    if bad:
+        raise TypeError(f"{name} as pairs must each be two strings (text, text_pair); got {len(bad)} other "
+                        f"item(s), e.g. {bad[0]!r:.80}")
+    return [(str(a), str(b)) for a, b in texts]
+
+
 def is_pairs(texts: list[Text]) -> bool:
-    """Whether ``texts`` holds ``(text, text_pair)`` pairs (checked on the first item; see ``_check_texts``)."""
+    """Whether ``texts`` holds ``(text, text_pair)`` pairs (checked on the first item; see :func:`check_texts`)."""
     return bool(texts) and isinstance(texts[0], tuple)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorafit.classifier import Classifier, _check_texts
+from lorafit.classifier import Classifier
 from lorafit.config import SINGLE_LABEL
-from lorafit.data import check_pairs, tokenize
+from lorafit.data import check_pairs, check_texts, tokenize
 from lorafit.errors import RunDirError
 from lorafit.export import EXPORT_MANIFEST
 from lorafit.inference import INFERENCE_PRECISION, autocast, check_inference_precision, map_sorted, \
@@ -81,7 +81,7 @@ class ExportedClassifier:
     def logits(self, texts: list[str]) -> np.ndarray:
         """Calibrated logits, shape ``(len(texts), len(classes_))``, in input order (``texts`` are
         ``(text, text_pair)`` pairs for a model trained on pairs)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         check_pairs(texts, self.pairs_)
         if not texts:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
