@@ -338,8 +338,7 @@ def predict(
     from lorafit import Classifier
     from lorafit.data import pair_up, read_text_chunks
     from lorafit.exported import load_predictor
-    from lorafit.predict_io import check_prediction_output, iter_predictions, prediction_records, task_name, \
-        write_predictions
+    from lorafit.predict_io import check_prediction_output, iter_predictions, prediction_records, write_predictions
     from lorafit.progress import StreamProgress
 
     if not texts and input_file is None:
@@ -375,8 +374,7 @@ def predict(
         _print_jsonl(records)
         err.print(f"classified {meter.rows} texts ({meter.rate:,.0f} rows/s)")
     else:
-        count = write_predictions(output_file, records, clf.classes_, task_name(clf),
-                                  getattr(getattr(clf, "task", None), "delimiter", "|"), pairs=pair_column is not None)
+        count = write_predictions(output_file, records, clf.classes_, clf.task, pairs=pair_column is not None)
         err.print(f"wrote {count} predictions to {output_file} ({meter.rate:,.0f} rows/s)")
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from lorafit import distributed
-from lorafit.config import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from lorafit.config import MULTI_LABEL, REGRESSION
 from lorafit.errors import ConfigError, DataError
 from lorafit.rundir import atomic_file
+from lorafit.tasks import SingleLabel
 
 CHUNK = 4096
 """Texts classified per call, so probabilities of huge inputs are not all held at once."""
@@ -26,7 +27,7 @@ def iter_predictions(clf, chunks: Iterable[list[str]], top_k: int | None = None,
     Under ``torchrun`` / ``accelerate launch`` each process classifies a slice of every chunk and every
     process gets all the records, in input order (:func:`sharded`).
     """
-    task = task_name(clf)
+    task = clf.task.name
     if task == REGRESSION and threshold is not None:
         raise ConfigError("--threshold applies to classification; this is a regression run")
     for texts in chunks:
@@ -82,11 +83,6 @@ def check_prediction_output(path: Path) -> str:
     return suffix
 
 
-def task_name(clf) -> str:
-    """The task of a Classifier or an export (a predictor without one is single-label)."""
-    return getattr(getattr(clf, "task", None), "name", SINGLE_LABEL)
-
-
 def _csv_header(task: str, labels: list[str], texts: list[str]) -> list[str]:
     if task == REGRESSION:
         return texts + ["value"]
@@ -95,36 +91,36 @@ def _csv_header(task: str, labels: list[str], texts: list[str]) -> list[str]:
     return texts + ["label", "score"] + [f"p_{label}" for label in labels]
 
 
-def _csv_row(r: dict, labels: list[str], delimiter: str, texts: list[str]) -> list[str]:
+def _csv_row(r: dict, labels: list[str], task: SingleLabel, texts: list[str]) -> list[str]:
     inputs = [r[t] for t in texts]
     if "value" in r:
         return inputs + [f"{r['value']:.6g}"]
     if "labels" in r:
-        return inputs + [delimiter.join(r["labels"])] + [f"{r['scores'][label]:.6g}" for label in labels]
+        return inputs + [task.delimiter.join(r["labels"])] + [f"{r['scores'][label]:.6g}" for label in labels]
     return inputs + [r["label"], f"{r['score']:.6g}"] + [f"{r['probabilities'].get(label, float('nan')):.6g}"
                                                         for label in labels]
 
 
-def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str], task: str = SINGLE_LABEL,
-                      delimiter: str = "|", pairs: bool = False) -> int:
+def write_predictions(path: str | Path, records: Iterable[dict], labels: list[str], task: SingleLabel | None = None,
+                      pairs: bool = False) -> int:
     """Write ``records`` to ``.jsonl`` (objects as printed) or ``.csv`` (text, label, score, p_<label>...;
-    multi-label: text, labels joined by ``delimiter``, p_<label>...; regression: text, value; with ``pairs``,
-    text_pair after text).
+    multi-label: text, labels joined by the task's delimiter, p_<label>...; regression: text, value; with
+    ``pairs``, text_pair after text). ``task``: the predictor's :mod:`lorafit.tasks` task (default single-label).
 
     ``records`` may be a generator: each record is written as it comes. The file appears whole or not at
     all (written to a temporary sibling, then renamed). Returns the number of records written.
     """
-    path = Path(path)
+    path, task = Path(path), task or SingleLabel()
     suffix = check_prediction_output(path)
     count, texts = 0, ["text", "text_pair"] if pairs else ["text"]
     with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         if suffix == ".csv":
-            writer.writerow(_csv_header(task, labels, texts))
+            writer.writerow(_csv_header(task.name, labels, texts))
         for r in records:
             if suffix == ".jsonl":
                 handle.write(json.dumps(r, ensure_ascii=False) + "\n")
             else:
-                writer.writerow(_csv_row(r, labels, delimiter, texts))
+                writer.writerow(_csv_row(r, labels, task, texts))
             count += 1
     return count
