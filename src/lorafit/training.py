@@ -464,11 +464,11 @@ class Trainer:
         """One optimisation step on the global batch ``index`` (autocast forward, loss in fp32, clipped
         gradients); returns the batch's loss.
 
-        Each process takes its slice of the batch, and its loss is its rows' (weighted) cross-entropy summed,
-        over the whole batch's weight, times the number of processes: DistributedDataParallel averages the
-        gradients over processes, which gives the gradient of the whole batch's mean loss, as one process
-        gets. A process whose slice is empty (a batch with fewer rows than processes) runs one row at weight
-        0, so that it still joins the gradient exchange.
+        Each process takes its slice of the batch, and its loss is its rows' task loss summed, over the whole
+        batch's total (``Task.loss_total``: rows, class weights, or rows x labels), times the number of
+        processes: DistributedDataParallel averages the gradients over processes, which gives the gradient
+        of the whole batch's mean loss, as one process gets. A process whose slice is empty (a batch with
+        fewer rows than processes) runs one row at weight 0, so that it still joins the gradient exchange.
         """
         rows = index[distributed.shard(len(index), self.rank, self.world_size)]
         share = float(self.world_size) if len(rows) else 0.0

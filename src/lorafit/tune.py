@@ -2,9 +2,9 @@
 best run directory is kept as ``OUT/best``.
 
 Each trial trains a :class:`Classifier` in memory with settings the sampler (seeded TPE) proposes from the
-search space; its objective is the validation metric (``TrainConfig.metric``) of the checkpoint training
-keeps. Every evaluation during training is reported to the trial, so the pruner (median of earlier trials at
-the same step) can stop it. A trial that beats every finished trial of the study is saved, atomically, to
+search space; its objective is the validation metric (``TrainConfig.metric``, maximised, or minimised for
+an error such as ``mse``) of the checkpoint training keeps. Every evaluation during training is reported to
+the trial, so the pruner (median of earlier trials at the same step) can stop it. A trial that beats every finished trial of the study is saved, atomically, to
 ``OUT/best``. The study lives in an Optuna RDB storage (``OUT/study.db`` by default), so a run can be
 continued, and several machines can share one study through one database.
 """
@@ -26,8 +26,8 @@ from lorafit.config import SEARCHABLE, TASK_METRICS, SearchParam, TuneConfig, re
 from lorafit.data import LabeledData
 from lorafit.errors import ConfigError, RunDirError
 from lorafit.rundir import check_writable
-from lorafit.tasks import LOWER_IS_BETTER
 from lorafit.study_summary import BEST_DIR, KEPT, STUDY_JSON, write_summary
+from lorafit.tasks import LOWER_IS_BETTER
 from lorafit.training import Callback
 
 logger = logging.getLogger(__name__)
@@ -260,7 +260,8 @@ def tune(base: Classifier, space: list[SearchParam], config: TuneConfig, out_dir
          train_path: str | Path, validation_path: str | Path | None = None, test_path: str | Path | None = None,
          callback: Callback | None = None, on_trial: Callable[[object], None] | None = None,
          overwrite: bool = False, resume: bool = False, pruner=None) -> TuneResult:
-    """Search ``space`` for the settings of ``base`` that maximise its validation metric.
+    """Search ``space`` for the settings of ``base`` that do best on its validation metric (maximised; an
+    error such as ``mse`` minimised).
 
     ``config.trials`` trials run in this process; ``on_trial(frozen_trial)`` is called after each. ``OUT``
     gets ``best/`` (the best run directory), ``study.json``, ``study.csv``, ``study.md`` and ``study.png``
