@@ -25,6 +25,7 @@ from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
 from lorafit.errors import RunDirError
 from lorafit.cache import build_cache
+from lorafit.dropout import use_fast_dropout
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
     restore_rng, rng_snapshot
 from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
@@ -221,6 +222,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.model = model.to(self.device)
+        if config.fast_dropout:
+            use_fast_dropout(self.model)
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32,
                                                                                 device=self.device)
 
