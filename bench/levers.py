@@ -19,6 +19,7 @@ LEVERS = {
     "no frozen-block cache": ["--no-cache-frozen"],
     "LoRA on every block (no top-third choice, nothing to cache)": ["--layers-to-transform", "all"],
     "no length bucketing": ["--no-length-bucketing"],
+    "torch dropout (no fast dropout)": ["--no-fast-dropout"],
     "fp32 training (no bf16 autocast)": ["--precision", "fp32"],
 }
 
