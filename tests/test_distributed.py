@@ -51,8 +51,8 @@ def runs(no_dropout_model: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     root = tmp_path_factory.mktemp("distributed")
     texts, labels = make_texts(12, seed=4)
     # 33 rows, imbalanced (12/12/9): with batch 16 every epoch ends on a 1-row batch, which leaves the
-    # second process nothing of it; class weights make the rows count unequally. A random head (no probe)
-    # so that validation keeps a trained state rather than the probe's.
+    # second process nothing of it (no label examples, which would add rows); class weights make the rows
+    # count unequally. A random head (no probe) so that validation keeps a trained state rather than the probe's.
     keep = [i for i in range(len(texts)) if not (labels[i] == "sports" and sum(
         1 for j in range(i) if labels[j] == "sports") < 3)]
     train = write_table(root / "train.csv", {"text": [texts[i] for i in keep], "label": [labels[i] for i in keep]})
@@ -61,7 +61,7 @@ def runs(no_dropout_model: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     args = ["train", str(train), "--validation", str(validation), "--model", no_dropout_model, "--no-progress",
             "--precision", "fp32", "--epochs", "4", "--min-steps", "0", "--batch-size", "16",
             "--learning-rate", "5e-3", "--lora-dropout", "0", "--no-probe-init", "--class-weights", "auto",
-            "--patience", "2", "--eval-every", "2", "--seed", "3"]
+            "--patience", "2", "--eval-every", "2", "--seed", "3", "--label-examples", "0"]
     single, double = root / "single" / "run", root / "double" / "run"
     main([*args, "--out", str(single)])
     launched = _torchrun([*args, "--out", str(double)])

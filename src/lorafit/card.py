@@ -53,7 +53,9 @@ def _data(manifest: dict) -> str:
     pair = manifest.get("text_pair_column")
     lines = [f"- Input: text pairs, columns `{manifest.get('text_column')}` and `{pair}`, encoded together as "
              "`tokenizer(text, text_pair)`"] if manifest.get("text_pairs") else []
-    lines += [f"- Training: {train.get('source', '?')}, {train.get('rows', '?')} rows "
+    added = train.get("label_example_rows", 0)
+    added = f", plus {added} label examples made with `{cfg.get('label_template')}`" if added else ""
+    lines += [f"- Training: {train.get('source', '?')}, {train.get('rows', '?')} rows{added} "
              f"({train.get('dropped_empty', 0)} empty texts dropped, {train.get('truncated', 0)} truncated at "
              f"max_length {cfg['max_length']} tokens{auto})",
              f"- Validation: {val.get('source', '?')}, {val.get('rows', '?')} rows" if val

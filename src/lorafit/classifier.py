@@ -13,12 +13,13 @@ import torch
 from lorafit import __version__, calibration, card, distributed, metrics
 from lorafit.checkpoint import Checkpoints, fingerprint
 from lorafit.config import SINGLE_LABEL, DataConfig, LoraSettings, TrainConfig, from_dict, \
-    resolve_validation_fraction, selection_metric, to_dict
+    resolve_label_examples, resolve_validation_fraction, selection_metric, to_dict
 from lorafit.data import Encoded, LabeledData, check_pairs, check_texts, is_pairs, tokenize
 from lorafit.datacheck import DataCheck, check_data
 from lorafit.errors import ConfigError, DataError, RunDirError
 from lorafit.inference import INFERENCE_PRECISION, check_inference_precision, forward_all, resolve_precision, \
     sigmoid, softmax, token_batches
+from lorafit.label_examples import add_label_examples, announcement
 from lorafit.models import build_classifier, load_classifier, load_encoder, resolve_model, weights_hash
 from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
     write_atomically, write_json
@@ -108,6 +109,8 @@ class Classifier:
         self._world_size = 1
         self._checkpoint_plan: tuple[str | Path | None, bool] = (None, False)
         self._checkpoint_dir: Path | None = None
+        self._train_smallest = 0
+        """The smallest class of the last training data, before any validation holdout (``label_examples``)."""
 
     # ----------------------------------------------------------------------------------- training
     def fit(self, texts: list[str], labels: list[str] | list[int],
@@ -130,7 +133,7 @@ class Classifier:
         if len(texts) != len(labels):
             raise DataError(f"got {len(texts)} texts but {len(labels)} labels; they must pair up")
         data = LabeledData(texts, labels, "training data")
-        self.task.check_trainable(data)
+        self._check_trainable(data)
         if validation is None:
             train_data, val_data = self._holdout(data, callback)
         else:
@@ -189,7 +192,7 @@ class Classifier:
         cfg, task = self.data_config, self.task
         train = read_labeled(train_path, cfg.text_column, cfg.label_column, cfg.empty_texts, cfg.text_pair_column,
                              task)
-        task.check_trainable(train)
+        self._check_trainable(train)
         if validation_path is None:
             train, val = self._holdout(train, callback)
         else:
@@ -198,6 +201,11 @@ class Classifier:
         test = read_labeled(test_path, cfg.text_column, cfg.label_column, "drop", cfg.text_pair_column, task) \
             if test_path else None
         return train, val, test
+
+    def _check_trainable(self, data: LabeledData) -> None:
+        """Refuse training data the task cannot learn from; note its smallest class (before the holdout)."""
+        self.task.check_trainable(data)
+        self._train_smallest = self.task.holdout_rows(data.labels)
 
     def _holdout(self, data: LabeledData, callback: Callback | None) -> tuple[LabeledData, LabeledData | None]:
         """A seeded validation split (stratified for single-label, random for the other tasks), or none
@@ -234,10 +242,13 @@ class Classifier:
             raise ConfigError("abstain needs validation data to choose its threshold for target_precision "
                               f"{cfg.target_precision}, and there is none; pass --validation FILE, "
                               "--validation-fraction 0.1, or a fixed --threshold")
+        label_examples = resolve_label_examples(cfg.label_examples, task.name, self.pairs_, self.classes_,
+                                                self._train_smallest)
         if callback:
             callback.on_phase("load")
         encoder, self.tokenizer = load_encoder(self.train_config.model, self.train_config.trust_remote_code)
         cfg = self._check_data(train, val, test, encoder.config, callback)
+        user_train, train = train, self._add_label_examples(train, label_examples, callback)
         self.base = {"name": cfg.model, "path": resolve_model(cfg.model), "hash": weights_hash(encoder)}
         torch.manual_seed(cfg.seed)  # LoRA's A matrices and the head are initialised from torch's RNG
         self.model = build_classifier(encoder, self.classes_, cfg.pooling, self.lora, self.base["path"],
@@ -263,15 +274,25 @@ class Classifier:
                          "best_step": result.best_step, "best_epoch": result.best_epoch,
                          **{k: v for k, v in result.to_dict().items() if k not in ("best_step", "best_epoch")}}
         self.metrics_["train_wall_seconds"] = self.metrics_.pop("train_seconds")
+        self.metrics_["label_examples"] = label_examples
         self._calibrate(result.val_logits, val_y, callback)
         if self.calibration_:
             self.metrics_["calibration"] = self.calibration_
-        self.data_summary = {"train": self._summary(train, train_enc),
+        self.data_summary = {"train": {**self._summary(user_train, train_enc),
+                                       "label_example_rows": len(train) - len(user_train)},
                              "validation": self._summary(val, val_enc) if val is not None else None,
                              "test": {"source": test.source, "rows": len(test)} if test is not None else None}
         self.validation_predictions = None if result.val_logits is None or task.name != SINGLE_LABEL else \
             Predictions.from_logits(val.texts, val.labels, result.val_logits, self.classes_, self.temperature)
         return self
+
+    def _add_label_examples(self, train: LabeledData, count: int, callback: Callback | None) -> LabeledData:
+        """The training rows with ``count`` label examples per class appended (announced when there are any)."""
+        if not count:
+            return train
+        cfg = self.train_config
+        _announce(announcement(count, self.classes_, cfg.label_template, cfg.label_examples), callback)
+        return add_label_examples(train, self.classes_, count, cfg.label_template)
 
     def _tune_task(self, logits: np.ndarray | None, y: np.ndarray | None, callback: Callback | None) -> None:
         """Multi-label: per-label thresholds tuned on the validation logits; calibration is single-label only."""
@@ -356,6 +377,7 @@ class Classifier:
         return self.train_config
 
     def _summary(self, data: LabeledData, encoded: Encoded) -> dict:
+        """Rows, labels and what was dropped or truncated (``encoded``: the texts as trained on)."""
         counts = self.task.label_counts(data.labels)
         return {"source": data.source, "rows": len(data), "dropped_empty": data.dropped_empty,
                 "truncated": encoded.truncated, "classes": len(counts), "label_counts": counts}

@@ -62,6 +62,8 @@ Metric = Annotated[str, typer.Option(help="Metric that picks the best checkpoint
 Precision = Annotated[str, typer.Option(help="Training precision: auto (bf16 where supported, else fp16 on a CUDA GPU, fp32 on a CPU), bf16, fp16 (CUDA only, with loss scaling) or fp32.")]
 ProgressBar = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped with the base model (only for models you trust).")]
+LabelExamples = Annotated[str, typer.Option("--label-examples", help="Examples per label made from the label names with --label-template, added to the training rows only; 0: none; auto: 4 for few-shot classification (a class under 20 rows) of single texts with word labels, else 0.")]
+LabelTemplate = Annotated[str, typer.Option("--label-template", help="The text of a label example: {} is replaced by the label name, _ read as a space.")]
 
 
 def _task(task: str, multi_label: bool) -> str:
@@ -120,6 +122,8 @@ def train(
     target_precision: Annotated[float, typer.Option(help="With --abstain: accuracy wanted on the validation rows that get an answer.")] = _default(TrainConfig, "target_precision"),
     threshold: Annotated[Optional[float], typer.Option(help="A fixed abstention threshold on the top probability (implies --abstain).")] = None,
     unknown_label: Annotated[str, typer.Option(help="Label returned when the classifier abstains.")] = _default(TrainConfig, "unknown_label"),
+    label_examples: LabelExamples = str(_default(TrainConfig, "label_examples")),
+    label_template: LabelTemplate = _default(TrainConfig, "label_template"),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory (and delete checkpoints of an interrupted run).")] = False,
     progress: ProgressBar = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint in OUT.partial (same command otherwise).")] = False,
@@ -142,7 +146,8 @@ def train(
                     fast_dropout=fast_dropout,
                     class_weights=class_weights, calibrate=calibrate, abstain=abstain,
                     target_precision=target_precision, threshold=threshold, unknown_label=unknown_label,
-                    checkpoint_every=checkpoint_every, trust_remote_code=trust_remote_code),
+                    checkpoint_every=checkpoint_every, trust_remote_code=trust_remote_code,
+                    label_examples=label_examples, label_template=label_template),
         LoraSettings(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias=bias,
                      target_modules=_names(target_modules),
                      layers_to_transform=layers_to_transform,
@@ -198,6 +203,8 @@ def tune(
     patience: Patience = _default(TrainConfig, "patience"),
     metric: Metric = _default(TrainConfig, "metric"),
     precision: Precision = _default(TrainConfig, "precision"),
+    label_examples: LabelExamples = str(_default(TrainConfig, "label_examples")),
+    label_template: LabelTemplate = _default(TrainConfig, "label_template"),
     progress: ProgressBar = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the study of an existing OUT (its best/ stays unless a trial beats it).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT of `lorafit tune` and start a new study there.")] = False,
@@ -219,7 +226,8 @@ def tune(
     base = Classifier(TrainConfig(model=model, max_length=max_length, seed=seed, min_steps=min_steps,
                                   batch_size=batch_size, eval_every=eval_every, patience=patience, metric=metric,
                                   precision=precision, trust_remote_code=trust_remote_code,
-                                  task=_task(task, multi_label)),
+                                  task=_task(task, multi_label), label_examples=label_examples,
+                                  label_template=label_template),
                       data=DataConfig(text_column=text_column, label_column=label_column,
                                       validation_fraction=validation_fraction, text_pair_column=text_pair_column,
                                       label_delimiter=label_delimiter))
