@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install browser clean bench bench-predict
+.PHONY: demo test install browser clean bench bench-predict bench-install
 
 # The benchmarks behind BENCHMARKS.md (about 70 minutes on the 2-core machine; needs ../shared/data).
 DATA ?= ../shared/data
@@ -36,7 +36,11 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -q tests
 
-bench: install
+# The reference recipes need datasets (the `bench` extra), which lorafit itself does not.
+bench-install: install
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
+
+bench: bench-install
 	$(BIN)/python bench/side_by_side.py $(DATA)/banking77/train.csv $(DATA)/banking77/test.csv \
 		$(RESULTS)/banking77_side_by_side.jsonl --rounds 2
 	$(BIN)/python bench/raw_speed.py $(DATA)/banking77/train.csv $(DATA)/banking77/test.csv \
@@ -51,7 +55,7 @@ bench: install
 # Prediction throughput on BANKING77 test (a few minutes; trains the run it measures once, then reuses it):
 # the boilerplate's one-text predict(), the batched transformers pipeline, lorafit's torch, ONNX and int8 paths.
 PREDICT_RUN ?= runs/banking77-predict-bench
-bench-predict: install
+bench-predict: bench-install
 	test -f $(PREDICT_RUN)/lorafit.json || $(BIN)/lorafit train $(DATA)/banking77/train.csv --out $(PREDICT_RUN) \
 		--no-progress --overwrite
 	$(BIN)/python bench/predict_speed.py $(PREDICT_RUN) $(DATA)/banking77/test.csv \
