@@ -135,3 +135,22 @@ def accuracy_at_coverage(probs: np.ndarray, y: np.ndarray, coverage: float) -> f
     keep = max(1, int(round(coverage * len(y))))
     order = np.argsort(-probs.max(1), kind="stable")[:keep]
     return float((probs.argmax(1)[order] == y[order]).mean())
+
+
+def abstain_report(decided: list, labels: list[str], threshold: float, unknown_label: str,
+                   oos_label: str | None = None) -> dict:
+    """Coverage and accuracy on the answered rows of predictions ``decided`` (``unknown_label``: abstained);
+    with ``oos_label``, in-scope accuracy and out-of-scope recall as in the CLINC150 literature."""
+    decided, truth = np.array(decided, dtype=object), np.array(labels, dtype=object)
+    answered = decided != unknown_label
+    report = {"threshold": threshold, "unknown_label": unknown_label,
+              "coverage": float(answered.mean()) if len(truth) else 0.0,
+              "selective_accuracy": float((decided[answered] == truth[answered]).mean()) if answered.any() else 0.0}
+    if oos_label is not None:
+        out_of_scope = truth == oos_label
+        said_oos = ~answered | (decided == oos_label)
+        report["oos_label"] = oos_label
+        report["in_scope_accuracy"] = (float((decided[~out_of_scope] == truth[~out_of_scope]).mean())
+                                       if (~out_of_scope).any() else None)
+        report["oos_recall"] = float(said_oos[out_of_scope].mean()) if out_of_scope.any() else None
+    return report

@@ -20,7 +20,7 @@ from lorafit.errors import ConfigError, DataError, RunDirError
 from lorafit.inference import INFERENCE_PRECISION, check_inference_precision, forward_all, resolve_precision, \
     sigmoid, softmax, token_batches
 from lorafit.label_examples import add_label_examples, announcement
-from lorafit.models import build_classifier, load_classifier, load_encoder, resolve_model, weights_hash
+from lorafit.models import build_classifier, load_base, load_classifier, load_encoder, resolve_model, weights_hash
 from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
     write_atomically, write_json
 from lorafit.report import PREDICTIONS_CSV, REPORT_DIR, Predictions, write_run_report
@@ -491,7 +491,8 @@ class Classifier:
                                               for c in (0.9, 0.8)}
         threshold = self.threshold if threshold is None else threshold
         if threshold or oos_label is not None:
-            result["abstain"] = self._abstain_report(probs, labels, threshold or 0.0, oos_label)
+            result["abstain"] = calibration.abstain_report(self.decide(probs, threshold), labels, threshold or 0.0,
+                                                             self.unknown_label, oos_label)
         return result
 
     def _evaluate_task(self, texts: list[str], labels: list, threshold: float | None,
@@ -515,23 +516,6 @@ class Classifier:
         result["unknown_labels"] = self.task.unseen(cells, self.classes_)
         result["unknown_label_rows"] = sum(bool(self.task.unseen([cell], self.classes_)) for cell in cells)
         return result
-
-    def _abstain_report(self, probs: np.ndarray, labels: list[str], threshold: float, oos_label: str | None) -> dict:
-        """Coverage and accuracy on answered rows; in-scope accuracy and out-of-scope recall with ``oos_label``."""
-        decided = np.array(self.decide(probs, threshold), dtype=object)
-        truth = np.array(labels, dtype=object)
-        answered = decided != self.unknown_label
-        report = {"threshold": threshold, "unknown_label": self.unknown_label,
-                  "coverage": float(answered.mean()) if len(truth) else 0.0,
-                  "selective_accuracy": float((decided[answered] == truth[answered]).mean()) if answered.any() else 0.0}
-        if oos_label is not None:
-            out_of_scope = truth == oos_label
-            said_oos = ~answered | (decided == oos_label)
-            report["oos_label"] = oos_label
-            report["in_scope_accuracy"] = (float((decided[~out_of_scope] == truth[~out_of_scope]).mean())
-                                           if (~out_of_scope).any() else None)
-            report["oos_recall"] = float(said_oos[out_of_scope].mean()) if out_of_scope.any() else None
-        return report
 
     # ------------------------------------------------------------------------------ persistence
     def manifest(self) -> dict:
@@ -644,22 +628,3 @@ class Classifier:
         clf.validation_predictions = Predictions.read_csv(stored) if stored.is_file() else None
         return clf
 
-
-def base_location(base: dict) -> str:
-    """What to load for a run's ``base_model`` entry: its recorded directory if it exists, else its name."""
-    return base["path"] if Path(base.get("path", "")).is_dir() else base["name"]
-
-
-def check_base_hash(path: str | Path, base: dict, where: str, found: str) -> None:
-    """Refuse a base whose weights differ from the ones the run at ``path`` was trained on."""
-    if base.get("hash") and found != base["hash"]:
-        raise RunDirError(f"{path} was trained on base model {base['name']!r} with weights hash {base['hash']}, "
-                          f"but {where} has hash {found}; load it with the same base model")
-
-
-def load_base(path: str | Path, base: dict, trust_remote_code: bool = False) -> torch.nn.Module:
-    """The base encoder of the run at ``path``, checked against the weights hash it was trained with."""
-    where = base_location(base)
-    encoder, _ = load_encoder(where, trust_remote_code)
-    check_base_hash(path, base, where, weights_hash(encoder))
-    return encoder

@@ -38,7 +38,8 @@ class FastDropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return nn.functional.dropout(x, self.p, True)
-        return x.mul(keep_mask(x.shape, self.p)).mul_(1.0 / (1.0 - self.p))
+        # one float mask, scaled once: the product's backward reuses it (a boolean mask would be cast twice)
+        return x * keep_mask(x.shape, self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -302,3 +302,23 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def base_location(base: dict) -> str:
+    """What to load for a run's ``base_model`` entry: its recorded directory if it exists, else its name."""
+    return base["path"] if Path(base.get("path", "")).is_dir() else base["name"]
+
+
+def check_base_hash(path: str | Path, base: dict, where: str, found: str) -> None:
+    """Refuse a base whose weights differ from the ones the run at ``path`` was trained on."""
+    if base.get("hash") and found != base["hash"]:
+        raise RunDirError(f"{path} was trained on base model {base['name']!r} with weights hash {base['hash']}, "
+                          f"but {where} has hash {found}; load it with the same base model")
+
+
+def load_base(path: str | Path, base: dict, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The base encoder of the run at ``path``, checked against the weights hash it was trained with."""
+    where = base_location(base)
+    encoder, _ = load_encoder(where, trust_remote_code)
+    check_base_hash(path, base, where, weights_hash(encoder))
+    return encoder

@@ -220,7 +220,7 @@ def _base_for(bases: dict[str, SharedBase], path: Path, base: dict, own: bool) -
 
     ``own``: the run's adapter trains biases, so it gets a private copy instead of the shared one.
     """
-    from lorafit.classifier import base_location, check_base_hash
+    from lorafit.models import base_location, check_base_hash
     from lorafit.models import load_encoder, weights_hash
 
     where = base_location(base)
