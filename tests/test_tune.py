@@ -219,20 +219,21 @@ def test_pruned_trials_leave_no_run_directory(tune_data: dict[str, Path], tiny_m
 
 def test_median_pruning_stops_a_trial_below_the_finished_ones(tune_data: dict[str, Path], tiny_model: str,
                                                               tmp_path: Path) -> None:
-    """A learning rate that cannot learn (1e-7, random head) after one that does: pruned at its evaluation."""
+    """A learning rate that cannot learn (1e-7, random head) after one that does (0.05, by its 24th step): pruned
+    at that evaluation."""
     storage = f"sqlite:///{tmp_path / 'median.db'}"
     queued = optuna.create_study(storage=storage, study_name="median", direction="maximize")
     for rate in (0.05, 1e-7):
         queued.enqueue_trial({"learning_rate": rate})
     space = search_space({"learning_rate": {"choices": [0.05, 1e-7]}},
-                         {"epochs": 3, "r": 4, "lora_alpha": 8, "lora_dropout": 0.0})
+                         {"epochs": 8, "r": 4, "lora_alpha": 8, "lora_dropout": 0.0})
     base = Classifier(model=tiny_model, min_steps=0, batch_size=16, precision="fp32", probe_init=False, patience=0,
-                      eval_every=12)
+                      eval_every=24)
     result = tune(base, space, TuneConfig(trials=2, storage=storage, study_name="median", pruning_startup_trials=1),
                   tmp_path / "study", tune_data["train"], tune_data["test"])
     good, bad = result.study.trials
     assert good.state == optuna.trial.TrialState.COMPLETE and bad.state == optuna.trial.TrialState.PRUNED
-    assert bad.intermediate_values[12] < good.value
+    assert bad.intermediate_values[24] < good.value
     assert result.summary["best"]["trial"] == 0 and result.summary["trials"] == {"complete": 1, "pruned": 1}
 
 

@@ -133,6 +133,10 @@ class _Best:
     logits: np.ndarray | None = None
 
 
+REMEASURE_PEAK_AFTER_S = 30.0
+"""The matmul peak behind ``mfu`` is measured again after training loops longer than this (seconds)."""
+
+
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -381,9 +385,10 @@ class Trainer:
         clock.flush(loop.step)
         result.loss_curve, result.estimated_train_seconds = clock.curve, clock.estimate
         result.train_samples_per_second = loop.seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
-        # A second measurement after training: the machine's rate varies (other processes, frequency), and
-        # the peak is the best it showed.
-        result.matmul_peak_gflops = max(result.matmul_peak_gflops, matmul_peak_gflops(self.precision, self.device))
+        # A second measurement after a long loop: the machine's rate varies (other processes, frequency), and
+        # the peak is the best it showed. A short loop (few-shot data) skips it: 0.3-0.4 s was a tenth of its fit.
+        if result.loop_seconds > REMEASURE_PEAK_AFTER_S:
+            result.matmul_peak_gflops = max(result.matmul_peak_gflops, matmul_peak_gflops(self.precision, self.device))
         if result.loop_seconds > 0 and result.matmul_peak_gflops > 0:
             result.mfu = result.train_tflops * 1e3 / result.loop_seconds / result.matmul_peak_gflops / self.world_size
         self._restore(best, result)
