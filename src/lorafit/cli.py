@@ -11,7 +11,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from lorafit import distributed
 from lorafit.config import REGRESSION, SINGLE_LABEL, DataConfig, LoraSettings, ServeLimits, TrainConfig, TuneConfig, \

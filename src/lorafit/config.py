@@ -5,7 +5,7 @@ Field names are peft's and transformers' where they exist; CLI flags map one to 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from lorafit.errors import ConfigError
