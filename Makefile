@@ -36,9 +36,13 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -q tests
 
-# The reference recipes need datasets (the `bench` extra), which lorafit itself does not.
-bench-install: install
+# The reference recipes need datasets (the `bench` extra), which lorafit itself does not; installed once per
+# venv (again after pyproject.toml or constraints.txt change, which rebuild the venv's install).
+$(VENV)/.bench-installed: $(BIN)/lorafit
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
+	touch $@
+
+bench-install: $(VENV)/.bench-installed
 
 bench: bench-install
 	$(BIN)/python bench/side_by_side.py $(DATA)/banking77/train.csv $(DATA)/banking77/test.csv \

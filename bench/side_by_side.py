@@ -6,7 +6,7 @@ Usage: python bench/side_by_side.py TRAIN.csv TEST.csv OUT.jsonl [--rounds 2] [-
            [--expert-precision auto|bf16|fp32]
 The expert recipe runs with `--bf16 --group` where the CPU has native bf16 (AVX-512 BF16 / AMX: the
 expert's choice there) and with `--group` in fp32 elsewhere (`auto`): on a CPU without it torch emulates
-bf16 matrix products (1.3 GFLOP/s against fp32's 37 on the AVX2 machine of 2026-11-29), and no expert
+bf16 matrix products (1.3 GFLOP/s against fp32's 104 on the AVX2 machine of 2026-11-29, bench/cpu_micro.py), and no expert
 would train that way.
 Writes one JSON line per run to OUT.jsonl and prints a summary with the medians and ratios.
 """

@@ -386,7 +386,7 @@ class Trainer:
         result.loss_curve, result.estimated_train_seconds = clock.curve, clock.estimate
         result.train_samples_per_second = loop.seen / max(result.train_seconds - result.prepare_seconds, 1e-9)
         # A second measurement after a long loop: the machine's rate varies (other processes, frequency), and
-        # the peak is the best it showed. A short loop (few-shot data) skips it: 0.3-0.4 s was a tenth of its fit.
+        # the peak is the best it showed. A short loop (few-shot data) skips it: 0.38 s was a tenth of its fit.
         if result.loop_seconds > REMEASURE_PEAK_AFTER_S:
             result.matmul_peak_gflops = max(result.matmul_peak_gflops, matmul_peak_gflops(self.precision, self.device))
         if result.loop_seconds > 0 and result.matmul_peak_gflops > 0:
