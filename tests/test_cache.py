@@ -119,3 +119,48 @@ def test_cache_pass_yields_the_base_embeddings_for_the_probe(tiny_model: str) ->
     with torch.no_grad():
         expected = pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
     np.testing.assert_allclose(features, expected, atol=1e-5)
+
+
+def test_cache_pass_runs_the_base_model_and_leaves_lora_as_it_was(tiny_model: str) -> None:
+    """The pass switches the adapter branches off (faster; the cache and the probe want the base model's
+    output) and back on: trained LoRA weights, their requires_grad flags and the model's output are unchanged."""
+    from transformers import AutoModel
+
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[0, 1]), tiny_model)
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    texts, _ = make_texts(4, seed=6)
+    encoded = tokenize(tokenizer, texts, 64)
+    batch = collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch)
+    cached, features = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "fp32",
+                                         torch.device("cpu"), pooling="mean")
+    base = AutoModel.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        expected = pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
+        after = model(**batch)
+    np.testing.assert_allclose(features, expected, atol=1e-5)
+    assert not np.allclose(features, pool(model.encoder(**batch).last_hidden_state, batch["attention_mask"],
+                                          "mean").detach().numpy(), atol=1e-3)  # LoRA does change the output
+    torch.testing.assert_close(after, before, atol=0, rtol=0)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+
+
+def test_bottom_only_pass_caches_what_the_full_pass_caches(tiny_model: str) -> None:
+    """Without features to pool, only the blocks below ``split`` run; the cached states are the same."""
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
+    texts, _ = make_texts(4, seed=7)
+    encoded = tokenize(tokenizer, texts, 64)
+    bottom, _ = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "fp32", torch.device("cpu"))
+    full, _ = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "fp32", torch.device("cpu"),
+                                pooling="mean")
+    assert len(cache.bottom_model(model.encoder, 1).encoder.layer) == 1 and len(model.encoder.encoder.layer) == 2
+    torch.testing.assert_close(bottom.states, full.states, atol=0, rtol=0)

@@ -6,7 +6,9 @@ or ``transformer.layer`` (DistilBERT) and accept ``inputs_embeds``; other models
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -41,21 +43,54 @@ class _PassThrough(nn.Module):
         return inputs_embeds
 
 
-def top_model(model: nn.Module, split: int) -> nn.Module:
-    """A view of ``model`` that starts at block ``split``: same block objects (and LoRA), no embeddings."""
+def _with_blocks(model: nn.Module, blocks: slice) -> nn.Module:
+    """A shallow copy of ``model`` whose block list holds only ``blocks`` (the same block objects)."""
     parent, attr = block_list(model)
     view = copy.copy(model)
     view._modules = dict(model._modules)
     new_parent = copy.copy(parent)
     new_parent._modules = dict(parent._modules)
-    new_parent._modules[attr] = nn.ModuleList(list(getattr(parent, attr))[split:])
+    new_parent._modules[attr] = nn.ModuleList(list(getattr(parent, attr))[blocks])
     for name, module in model._modules.items():
         if module is parent:
             view._modules[name] = new_parent
+    return view
+
+
+def top_model(model: nn.Module, split: int) -> nn.Module:
+    """A view of ``model`` that starts at block ``split``: same block objects (and LoRA), no embeddings."""
+    view = _with_blocks(model, slice(split, None))
     view._modules["embeddings"] = _PassThrough()
     if "pooler" in view._modules:
         view._modules["pooler"] = None
     return view
+
+
+def bottom_model(model: nn.Module, split: int) -> nn.Module:
+    """A view of ``model`` with only its bottom ``split`` blocks: enough for the hidden states entering
+    block ``split``."""
+    return _with_blocks(model, slice(None, split))
+
+
+@contextlib.contextmanager
+def adapters_off(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` as its base model: peft's LoRA layers skip their adapter branch (their weights and
+    ``requires_grad`` flags are left as they were). The cache pass needs the base model's output only, and
+    the adapter branch of every LoRA layer (two small matmuls, dropout, scaling, an add) made it 1.3x slower
+    (BENCHMARKS.md)."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.disable_adapters]
+    flags = {p: p.requires_grad for m in layers for p in m.parameters()}
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
 
 
 class PrefixCache:
@@ -80,31 +115,33 @@ class PrefixCache:
 def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, batch_size: int,
                 precision: str, device: torch.device, pooling: str | None = None
                 ) -> tuple[PrefixCache, np.ndarray | None]:
-    """Run the encoder once over every text and keep the hidden states entering block ``split``.
+    """Run the base encoder once over every text and keep the hidden states entering block ``split``.
 
-    With ``pooling``, the same pass also returns the pooled final embeddings (LoRA is still the
-    identity then, so they are the base model's: what the probe head is fitted on).
+    With ``pooling``, the same pass also returns the base model's pooled final embeddings (what the probe
+    head is fitted on); without it only the bottom ``split`` blocks run.
     """
     from lorafit.models import pool
 
     was_training = model.training
     model.eval()
+    runner = model if pooling else bottom_model(model, split)
     dtype = DTYPES[precision]
     offsets = np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]).astype(np.int64)
     states = torch.empty((int(encoded.lengths.sum()), model.config.hidden_size), dtype=dtype)
     features = np.zeros((len(encoded), model.config.hidden_size), dtype=np.float32) if pooling else None
     try:
-        for index in sorted_batches(encoded.lengths, batch_size):
-            batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id).items()}
-            with autocast(precision, device):
-                out = model(**batch, output_hidden_states=True)
-            hidden = out.hidden_states[split].to(dtype).cpu()
-            for j, i in enumerate(index):
-                states[offsets[i]:offsets[i] + encoded.lengths[i]] = hidden[j, :encoded.lengths[i]]
-            if features is not None:
-                features[index] = pool(out.last_hidden_state, batch["attention_mask"], pooling).cpu().numpy()
-            del out
-            release_free_memory()
+        with adapters_off(model):
+            for index in sorted_batches(encoded.lengths, batch_size):
+                batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id).items()}
+                with autocast(precision, device):
+                    out = runner(**batch, output_hidden_states=True)
+                hidden = out.hidden_states[split].to(dtype).cpu()
+                for j, i in enumerate(index):
+                    states[offsets[i]:offsets[i] + encoded.lengths[i]] = hidden[j, :encoded.lengths[i]]
+                if features is not None:
+                    features[index] = pool(out.last_hidden_state, batch["attention_mask"], pooling).cpu().numpy()
+                del out
     finally:
         model.train(was_training)
+        release_free_memory()
     return PrefixCache(states, offsets, encoded.lengths), features
