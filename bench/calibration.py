@@ -3,7 +3,7 @@ scaling, accuracy at 90% and 80% coverage, and the abstention threshold chosen o
 precision, applied to the test set. lorafit's defaults plus ``abstain=True`` (which only adds the threshold).
 
 Usage: python bench/calibration.py OUT.jsonl NAME=TRAIN.csv,TEST.csv [NAME=TRAIN.csv,TEST.csv ...]
-       [--target-precision 0.95] [--max-train N]
+       [--target-precision 0.95] [--max-train N] [--keep DIR]
 Results: bench/results/calibration.jsonl, summarised in BENCHMARKS.md ("Calibration and abstaining").
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from common import Sink
 
 
-def run(name: str, train_path: str, test_path: str, target: float, max_train: int) -> dict:
+def run(name: str, train_path: str, test_path: str, target: float, max_train: int, keep: str | None) -> dict:
     from lorafit import Classifier
 
     train = pd.read_csv(train_path, keep_default_na=False, dtype=str)
@@ -29,6 +29,8 @@ def run(name: str, train_path: str, test_path: str, target: float, max_train: in
     clf = Classifier(abstain=True, target_precision=target).fit(train["text"].tolist(), train["label"].tolist())
     train_s = time.perf_counter() - started
     result = clf.evaluate(test["text"].tolist(), test["label"].tolist())
+    if keep:
+        clf.save(f"{keep}/{name}", overwrite=True)
     return {"dataset": name, "train_rows": len(train), "test_rows": len(test), "train_s": round(train_s, 1),
             "accuracy": result["accuracy"], "temperature": clf.temperature,
             "test_calibrated": {k: result[k] for k in ("ece", "brier", "nll")},
@@ -43,12 +45,13 @@ def main() -> None:
     p.add_argument("data", nargs="+", help="NAME=TRAIN.csv,TEST.csv")
     p.add_argument("--target-precision", type=float, default=0.95)
     p.add_argument("--max-train", type=int, default=0, help="sample at most N training rows (0: all)")
+    p.add_argument("--keep", help="save each trained run directory as DIR/NAME")
     a = p.parse_args()
     sink = Sink(a.out, "python bench/calibration.py " + " ".join(sys.argv[1:]))
     for item in a.data:
         name, paths = item.split("=", 1)
         train_path, test_path = paths.split(",")
-        record = run(name, train_path, test_path, a.target_precision, a.max_train)
+        record = run(name, train_path, test_path, a.target_precision, a.max_train, a.keep)
         sink.keep(record)
         before, after = record["test_uncalibrated"], record["test_calibrated"]
         print(f"| {name} | {record['train_rows']} | {100 * record['accuracy']:.2f}% | {record['temperature']:.3f} | "

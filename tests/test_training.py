@@ -31,17 +31,21 @@ def _trainer(tiny_model: str, n_per_class: int = 20, callback: Callback | None =
     return Trainer(model, config, tokenizer.pad_token_id, callback), data
 
 
-def _scripted_evaluate(trainer: Trainer, scores: list[float], snapshots: list[dict]) -> None:
+def _scripted_evaluate(trainer: Trainer, scores: list[float], snapshots: list[dict],
+                       margins: list[float] | None = None) -> None:
     """Make ``trainer.evaluate`` return ``scores`` in turn, and record the trainable state at each call.
 
-    The "logits" of call i are ``[[i]]``, so a test can tell which evaluation's logits were kept.
+    The logits of call i are ``i`` everywhere, plus ``margins[i]`` on each row's true class (a higher margin
+    is a lower validation loss), so a test can tell which evaluation's logits were kept.
     """
     calls = iter(scores)
 
     def evaluate(encoded, label_ids, n_labels):
         snapshots.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
-        value = next(calls)
-        return {"accuracy": value, "macro_f1": value}, np.array([[len(snapshots) - 1.0]])
+        value, i = next(calls), len(snapshots) - 1
+        logits = np.full((len(label_ids), n_labels), float(i), dtype=np.float32)
+        logits[np.arange(len(label_ids)), label_ids] += margins[i] if margins else 0.0
+        return {"accuracy": value, "macro_f1": value}, logits
 
     trainer.evaluate = evaluate
 
@@ -60,7 +64,7 @@ def test_early_stopping_restores_the_best_checkpoint(tiny_model: str, patience: 
     assert len(result.history) == stop_at and len(snapshots) == stop_at
     assert result.steps == stop_at * steps_per_epoch < 6 * steps_per_epoch
     assert result.best_metric == 0.9 and result.best_step == 2 * steps_per_epoch and result.best_epoch == 2.0
-    assert result.val_logits.tolist() == [[1.0]]  # the best evaluation's logits, for calibration
+    assert np.all(result.val_logits == 1.0)  # the best evaluation's logits, for calibration
     assert "val_logits" not in result.to_dict()
     final = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert final.keys() == snapshots[1].keys()
@@ -68,6 +72,22 @@ def test_early_stopping_restores_the_best_checkpoint(tiny_model: str, patience: 
         assert torch.equal(value, snapshots[1][name]), name
     # Training did move the weights after the best evaluation, so the restore is what put them back.
     assert any(not torch.equal(snapshots[1][n], snapshots[-1][n]) for n in final)
+
+
+def test_a_tie_goes_to_the_lower_validation_loss_without_resetting_patience(tiny_model: str) -> None:
+    trainer, data = _trainer(tiny_model, epochs=5, patience=2, probe_init=False)
+    snapshots: list[dict] = []
+    _scripted_evaluate(trainer, [0.8, 0.8, 0.8, 0.9, 0.9], snapshots, margins=[1.0, 3.0, 2.0, 0.0, 0.0])
+    result = trainer.fit(*data)
+    steps_per_epoch = math.ceil(len(data[0]) / 8)
+    assert result.stopped_early and len(result.history) == 3  # the two ties counted as evaluations without progress
+    assert result.best_step == 2 * steps_per_epoch
+    assert result.val_logits.min() == 1.0 and result.val_logits.max() == 4.0  # the second evaluation's logits
+    losses = [h["val_loss"] for h in result.history]
+    assert losses[1] < losses[2] < losses[0]
+    for name, p in trainer.model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.detach(), snapshots[1][name])
 
 
 def test_patience_zero_never_stops_but_still_restores_the_best(tiny_model: str) -> None:
@@ -155,7 +175,7 @@ def test_uncached_frozen_blocks_count_forward_only(tiny_model: str) -> None:
 def test_training_changes_only_trainable_weights(tiny_model: str) -> None:
     trainer, data = _trainer(tiny_model, epochs=1, patience=0, probe_init=False)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.evaluate = lambda *a: ({"accuracy": 1.0, "macro_f1": 1.0}, np.zeros((1, 3)))  # keep the final weights
+    trainer.evaluate = lambda source, y, n: ({"accuracy": 1.0, "macro_f1": 1.0}, np.zeros((len(y), n)))  # keep the final weights
     trainer.fit(*data)
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -256,9 +276,10 @@ def test_metrics_json(run_dir: Path) -> None:
     assert metrics["peak_memory_mb"] > 10
     history = metrics["history"]
     assert [h["step"] for h in history] == [0, 6, 12, 18]  # probe, then 3 epochs of 81 rows at batch 16
-    assert all({"step", "epoch", "train_loss", "val_accuracy", "val_macro_f1"} <= set(h) for h in history)
+    assert all({"step", "epoch", "train_loss", "val_accuracy", "val_macro_f1", "val_loss"} <= set(h) for h in history)
     best = next(h for h in history if h["step"] == metrics["best_step"])
-    assert metrics["validation"] == {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"]}
+    assert metrics["validation"] == {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"],
+                                     "loss": best["val_loss"]}
     assert best["val_accuracy"] == max(h["val_accuracy"] for h in history)
     assert metrics["train_samples"] == 81 and metrics["precision"] == "fp32"
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]

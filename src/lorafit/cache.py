@@ -76,8 +76,8 @@ def bottom_model(model: nn.Module, split: int) -> nn.Module:
 def adapters_off(model: nn.Module) -> Iterator[None]:
     """Run ``model`` as its base model: peft's LoRA layers skip their adapter branch (their weights and
     ``requires_grad`` flags are left as they were). The cache pass needs the base model's output only, and
-    the adapter branch of every LoRA layer (two small matmuls, dropout, scaling, an add) made it 1.3x slower
-    (BENCHMARKS.md)."""
+    the adapter branch of every LoRA layer (two small matmuls, dropout, scaling, an add) made it 1.13x slower
+    (``bench/cache_pass.py``)."""
     from peft.tuners.lora import LoraLayer
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.disable_adapters]

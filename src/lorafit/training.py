@@ -131,6 +131,7 @@ class _Best:
     state: dict = field(default_factory=dict)
     bad_evals: int = 0
     logits: np.ndarray | None = None
+    loss: float = math.inf
 
 
 REMEASURE_PEAK_AFTER_S = 30.0
@@ -258,6 +259,12 @@ class Trainer:
         """Headline metrics on ``source`` and the logits behind them, in fp32 like ``lorafit evaluate``."""
         logits = self._run(source, INFERENCE_PRECISION)
         return self.task.headline(targets, logits), logits
+
+    def validation_loss(self, logits: np.ndarray, targets: np.ndarray) -> float:
+        """The task's training loss (unweighted) per validation row: cross-entropy, BCE or MSE."""
+        total = self.task.loss(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
+                               self.task.target_tensor(targets), None)
+        return float(total) / max(len(targets), 1)
 
     def prepare(self, train: Encoded, val: Encoded | None, features_needed: bool
                 ) -> tuple[Source, Source | None, np.ndarray | None]:
@@ -430,7 +437,8 @@ class Trainer:
             tensors["best_logits"] = torch.from_numpy(np.ascontiguousarray(best.logits))
         counters = {k: getattr(result, k) for k in _RESUMED_COUNTERS}
         info = {"optimizer": groups, "scheduler": scheduler.state_dict(), "python_rng": python_rng,
-                "best": {"metric": best.metric, "step": best.step, "epoch": best.epoch, "bad_evals": best.bad_evals},
+                "best": {"metric": best.metric, "step": best.step, "epoch": best.epoch, "bad_evals": best.bad_evals,
+                         "loss": best.loss},
                 "result": {**counters, "train_seconds": elapsed}, "loop": {"seen": loop.seen, "losses": loop.losses}}
         self.checkpoints.save(TrainingState(loop.step, epoch, position, epoch_rng, tensors, info))
 
@@ -446,6 +454,7 @@ class Trainer:
         saved = state.info["best"]
         best.metric, best.step, best.epoch, best.bad_evals = (saved["metric"], saved["step"], saved["epoch"],
                                                               saved["bad_evals"])
+        best.loss = saved.get("loss", math.inf)
         best.state = {k: v.clone() for k, v in state.group("best").items()}
         logits = state.tensors.get("best_logits")
         best.logits = logits.numpy() if logits is not None else None
@@ -511,14 +520,16 @@ class Trainer:
             return False
         scores, logits = self.evaluate(val, val_y, n_labels)
         record.update({f"val_{k}": v for k, v in scores.items()})
+        record["val_loss"] = self.validation_loss(logits, val_y)
         result.history.append(record)
         self.callback.on_evaluate(record)
         value = self.task.selection(scores, self.metric)
-        if value > best.metric:
-            best.metric, best.step, best.epoch, best.bad_evals = value, step, epoch, 0
+        improved = value > best.metric
+        # A tie on the selection metric (accuracy moves in steps of 1/rows) goes to the lower validation loss.
+        if improved or (value == best.metric and record["val_loss"] < best.loss):
+            best.metric, best.step, best.epoch, best.loss = value, step, epoch, record["val_loss"]
             best.state, best.logits = _trainable_state(self.model), logits
-        else:
-            best.bad_evals += 1
+        best.bad_evals = 0 if improved else best.bad_evals + 1
         # Every process scored the same gathered logits; rank 0's decision is the one all follow.
         stop = bool(distributed.broadcast(self.config.patience > 0 and best.bad_evals >= self.config.patience))
         result.stopped_early = stop
