@@ -26,12 +26,35 @@ def _plain_text(draw: Callable[..., bytes]) -> Callable[..., bytes]:
     return wrapper
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, layout: str | None = "constrained"):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(figure)
+    return figure
+
+
+def _class_figure(width: float, height: float, labels: list[str], size: float, left: bool = True,
+                  bottom: bool = False, right: float = 0.3):
+    """A figure with one row or column of tick labels per class, its margins set from the widest label.
+
+    Constrained layout measures every tick label several times over; with 77 classes that was half of the
+    report's drawing time (``bench/report_time.py``). Margins in inches: the labels plus room for the axis
+    label and ticks, a title on top, ``right`` on the right (a colour bar takes its space from the axes)."""
+    from matplotlib.text import Text
+
+    figure = _figure(width, height, layout=None)
+    renderer = figure.canvas.get_renderer()
+    probe = Text(0, 0, "", fontsize=size, figure=figure)
+    widest = 0.0
+    for label in labels:
+        probe.set_text(label)
+        widest = max(widest, probe.get_window_extent(renderer).width / DPI)
+    margin_left = (widest if left else 0.0) + 0.55
+    margin_bottom = (widest if bottom else 0.0) + 0.55
+    figure.subplots_adjust(left=min(0.6, margin_left / width), bottom=min(0.6, margin_bottom / height),
+                           right=1 - right / width, top=1 - 0.4 / height)
     return figure
 
 
@@ -82,12 +105,12 @@ def confusion_png(matrix: np.ndarray, labels: list[str]) -> bytes:
     """The confusion matrix normalised by row (share of each true class predicted as each class)."""
     n = len(labels)
     side = min(16.0, max(5.0, 0.17 * n + 2.5))
-    figure = _figure(side + 1.2, side)
+    size = _label_size(n)
+    figure = _class_figure(side + 1.2, side, labels, size, bottom=True)
     ax = figure.subplots()
     totals = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    size = _label_size(n)
     ax.set_xticks(range(n), labels, rotation=90, fontsize=size)
     ax.set_yticks(range(n), labels, fontsize=size)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (each row sums to 1)")
@@ -106,7 +129,7 @@ def f1_png(f1: dict[str, float]) -> bytes:
     """Per-class F1, sorted from worst (top) to best."""
     ordered = sorted(f1.items(), key=lambda kv: (kv[1], kv[0]))
     n = len(ordered)
-    figure = _figure(8, min(30.0, max(2.5, 0.16 * n + 1.2)))
+    figure = _class_figure(8, min(30.0, max(2.5, 0.16 * n + 1.2)), [k for k, _ in ordered], _label_size(n))
     ax = figure.subplots()
     positions = np.arange(n)[::-1]
     values = [v for _, v in ordered]
@@ -123,7 +146,7 @@ def distribution_png(labels: list[str], train: dict[str, int], other: dict[str, 
                      other_name: str) -> bytes:
     """Share of rows per class in the training data and, when given, the evaluation data."""
     n = len(labels)
-    figure = _figure(8, min(30.0, max(2.5, 0.18 * n + 1.2)))
+    figure = _class_figure(8, min(30.0, max(2.5, 0.18 * n + 1.2)), labels, _label_size(n))
     ax = figure.subplots()
     positions = np.arange(n)[::-1].astype(float)
     height = 0.4 if other else 0.8
