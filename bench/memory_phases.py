@@ -2,7 +2,7 @@
 /proc/self/status). Usage: python bench/memory_phases.py TRAIN.csv
 Results: BENCHMARKS.md, "Memory and MFU".
 """
-import resource, time, sys, os
+import sys
 import pandas as pd
 def rss():
     with open("/proc/self/status") as f:

@@ -2,7 +2,7 @@
 Usage: python bench/onednn_shapes.py MULTIPLE   (1: exact lengths; 8: what lorafit pads to)
 Results: BENCHMARKS.md, "Choices made in this round" (padding to a multiple of 8 tokens).
 """
-import os, sys, torch, time, random
+import sys, torch, time, random
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])//1024
 torch.manual_seed(0); random.seed(0)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from lorafit.datacheck import AUTO_QUANTILE, DataCheck
 from lorafit.tasks import format_metric
-from lorafit.training import Callback, TrainResult
+from lorafit.training import Callback
 
 LABEL_ROWS = 20
 """Classes listed one per row in the data summary; with more, the smallest and largest few."""

@@ -214,7 +214,7 @@ def _evaluation_sections(p: Predictions, labels: list[str], meta: dict, body: di
     present = {k: v["f1"] for k, v in result["per_class"].items() if v["support"]}
     pngs["confusion"] = plots.confusion_png(matrix, labels)
     pairs = confused_pairs(matrix, labels)
-    body["confusion"] = (f"<h3>Most confused pairs</h3>" + _table(
+    body["confusion"] = ("<h3>Most confused pairs</h3>" + _table(
         ["true", "predicted as", "rows", "share of true class"], [[a, b, n, f"{100 * s:.1f}%"] for a, b, n, s in pairs])
         if pairs else _note("No confusions: every row was predicted right."))
     pngs["f1"] = plots.f1_png(present)
