@@ -39,8 +39,8 @@ def _class_figure(width: float, height: float, labels: list[str], size: float, l
                   bottom: bool = False, right: float = 0.3):
     """A figure with one row or column of tick labels per class, its margins set from the widest label.
 
-    Constrained layout measures every tick label several times over; with 77 classes that was half of the
-    report's drawing time (``bench/report_time.py``). Margins in inches: the labels plus room for the axis
+    Constrained layout measures every tick label several times over; with 77 classes these three figures took
+    1.33x as long with it (``bench/report_time.py``). Margins in inches: the labels plus room for the axis
     label and ticks, a title on top, ``right`` on the right (a colour bar takes its space from the axes)."""
     from matplotlib.text import Text
 
