@@ -35,9 +35,10 @@ def _figure(width: float, height: float, layout: str | None = "constrained"):
     return figure
 
 
-def _class_figure(width: float, height: float, labels: list[str], size: float, left: bool = True,
-                  bottom: bool = False, right: float = 0.3):
-    """A figure with one row or column of tick labels per class, its margins set from the widest label.
+def _class_figure(width: float, height: float, labels: list[str], size: float, bottom: bool = False,
+                  right: float = 0.3):
+    """A figure with a column of tick labels per class on the left (and a row at the ``bottom``), its margins
+    set from the widest label.
 
     Constrained layout measures every tick label several times over; with 77 classes these three figures took
     1.33x as long with it (``bench/report_time.py``). Margins in inches: the labels plus room for the axis
@@ -51,7 +52,7 @@ def _class_figure(width: float, height: float, labels: list[str], size: float, l
     for label in labels:
         probe.set_text(label)
         widest = max(widest, probe.get_window_extent(renderer).width / DPI)
-    margin_left = (widest if left else 0.0) + 0.55
+    margin_left = widest + 0.55
     margin_bottom = (widest if bottom else 0.0) + 0.55
     figure.subplots_adjust(left=min(0.6, margin_left / width), bottom=min(0.6, margin_bottom / height),
                            right=1 - right / width, top=1 - 0.4 / height)
