@@ -261,10 +261,11 @@ class Trainer:
         return self.task.headline(targets, logits), logits
 
     def validation_loss(self, logits: np.ndarray, targets: np.ndarray) -> float:
-        """The task's training loss (unweighted) per validation row: cross-entropy, BCE or MSE."""
-        total = self.task.loss(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
-                               self.task.target_tensor(targets), None)
-        return float(total) / max(len(targets), 1)
+        """The task's training loss (unweighted) on validation data, averaged as the training loss is
+        (``Task.loss_total``: per row, or per row and label for multi-label)."""
+        target = self.task.target_tensor(targets)
+        total = self.task.loss(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)), target, None)
+        return float(total) / max(float(self.task.loss_total(target, None)), 1.0)
 
     def prepare(self, train: Encoded, val: Encoded | None, features_needed: bool
                 ) -> tuple[Source, Source | None, np.ndarray | None]:
