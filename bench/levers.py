@@ -20,6 +20,7 @@ LEVERS = {
     "LoRA on every block (no top-third choice, nothing to cache)": ["--layers-to-transform", "all"],
     "no length bucketing": ["--no-length-bucketing"],
     "torch dropout (no fast dropout)": ["--no-fast-dropout"],
+    "batches padded to multiples of 8 (no exact lengths)": ["--pad-to-multiple-of", "8"],
     "fp32 training (no bf16 autocast)": ["--precision", "fp32"],
 }
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorafit.batching import PAD_MULTIPLE, bucketed_batches, collate, padded_width, sorted_batches
+from lorafit.batching import PAD_MULTIPLE, bucketed_batches, collate, pad_multiple, padded_width, sorted_batches
 from lorafit.data import Encoded
 
 
@@ -98,3 +98,22 @@ def test_collate_without_token_types_and_custom_pad() -> None:
     pad = [99] * (PAD_MULTIPLE - 3)
     assert batch["input_ids"].tolist() == [[5, 6, 7] + pad, [5, 99, 99] + pad]
     assert batch["attention_mask"].sum().item() == 4
+
+
+def test_collate_pads_to_the_longest_row_only_with_multiple_one() -> None:
+    encoded = Encoded([[5, 6, 7], [5]])
+    batch = collate(encoded, np.array([0, 1]), pad_id=99, multiple=1)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 99, 99]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("setting,precision,device,expected", [
+    ("auto", "fp32", "cpu", 1),  # fp32 on a CPU: exact lengths, no padded work
+    ("auto", "bf16", "cpu", PAD_MULTIPLE),  # oneDNN builds a bf16 kernel per shape
+    ("auto", "fp16", "cuda", PAD_MULTIPLE),
+    ("auto", "fp32", "cuda", PAD_MULTIPLE),
+    (4, "fp32", "cpu", 4),  # an explicit setting wins
+    (1, "bf16", "cpu", 1),
+])
+def test_pad_multiple_rounds_only_where_kernels_want_it(setting, precision: str, device: str, expected: int) -> None:
+    assert pad_multiple(setting, precision, torch.device(device)) == expected

@@ -47,6 +47,35 @@ def test_cached_forward_equals_token_forward(tiny_model: str) -> None:
     torch.testing.assert_close(from_cache, from_tokens, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_cache_batches_pad_to_the_multiple_asked(tiny_model: str, multiple: int) -> None:
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
+    encoded = tokenize(tokenizer, make_texts(4, seed=2)[0], 64)
+    cached, _ = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 5, "fp32", torch.device("cpu"),
+                                  multiple=multiple)
+    index = np.array([3, 0, 7])
+    width = cached.batch(index, torch.float32)["inputs_embeds"].shape[1]
+    longest = int(encoded.lengths[index].max())
+    assert width == (longest if multiple == 1 else -(-longest // 8) * 8)
+
+
+def test_padding_multiple_does_not_change_predictions(trained) -> None:
+    """Padding is masked: exact lengths (fp32 on a CPU) and multiples of 8 give the same probabilities."""
+    from dataclasses import replace
+
+    texts = make_texts(3, seed=5)[0]
+    setting = trained.train_config
+    try:
+        trained.train_config = replace(setting, pad_to_multiple_of=1)
+        exact = trained.predict_proba(texts)
+        trained.train_config = replace(setting, pad_to_multiple_of=8)
+        rounded = trained.predict_proba(texts)
+    finally:
+        trained.train_config = setting
+    np.testing.assert_allclose(exact, rounded, atol=1e-6)
+
+
 @pytest.mark.parametrize("layers", [None, [1]], ids=["uncached", "cached"])
 def test_recorded_validation_metric_is_reproduced_after_training(tiny_model: str, synthetic,
                                                                  layers: list[int] | None) -> None:

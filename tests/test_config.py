@@ -27,6 +27,8 @@ from lorafit.errors import ConfigError
     (TrainConfig, {"batch_size": 0}, "batch_size"),
     (TrainConfig, {"eval_batch_size": -1}, "eval_batch_size"),
     (TrainConfig, {"max_length": 2}, "max_length"),
+    (TrainConfig, {"pad_to_multiple_of": 0}, "pad_to_multiple_of"),
+    (TrainConfig, {"pad_to_multiple_of": "eight"}, "pad_to_multiple_of"),
     (TrainConfig, {"learning_rate": 0.0}, "learning_rate"),
     (TrainConfig, {"weight_decay": -0.1}, "weight_decay"),
     (TrainConfig, {"warmup_ratio": 1.0}, "warmup_ratio"),
@@ -91,3 +93,8 @@ def test_dict_round_trip_ignores_unknown_keys() -> None:
     values = {**to_dict(cfg), "a_future_setting": 1}
     again = from_dict(TrainConfig, values)
     assert again == cfg and again.eval_every == 20
+
+
+def test_pad_to_multiple_of_reads_flag_strings() -> None:
+    assert TrainConfig(pad_to_multiple_of="8").pad_to_multiple_of == 8
+    assert TrainConfig(pad_to_multiple_of=" AUTO ").pad_to_multiple_of == "auto"

@@ -10,14 +10,23 @@ BUCKET_BATCHES = 50
 """Training batches are formed inside windows of this many batches, sorted by length."""
 
 PAD_MULTIPLE = 8
-"""Batches are padded to a multiple of this many tokens. Every distinct input shape makes oneDNN build
-(and keep) a new bf16 kernel and its buffers: with free lengths a BANKING77 run meets dozens of
-shapes and resident memory grows by hundreds of MiB; multiples of 8 leave about ten."""
+"""bf16/fp16 batches (and GPU batches) are padded to a multiple of this many tokens. Every distinct input shape
+makes oneDNN build (and keep) a new bf16 kernel and its buffers: with free lengths a BANKING77 run meets
+dozens of shapes and resident memory grows by hundreds of MiB; multiples of 8 leave about ten. fp32 on a
+CPU has no such cache, and there the rounding only adds work (see :func:`pad_multiple`)."""
 
 
-def padded_width(longest: int) -> int:
-    """``longest`` rounded up to a multiple of :data:`PAD_MULTIPLE`."""
-    return -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+def padded_width(longest: int, multiple: int = PAD_MULTIPLE) -> int:
+    """``longest`` rounded up to a multiple of ``multiple``."""
+    return -(-longest // multiple) * multiple
+
+
+def pad_multiple(setting: int | str, precision: str, device: torch.device) -> int:
+    """The padding multiple for ``setting`` (``TrainConfig.pad_to_multiple_of``): ``"auto"`` is
+    :data:`PAD_MULTIPLE` for bf16/fp16 and on GPUs, 1 (exact lengths) for fp32 on a CPU."""
+    if setting != "auto":
+        return int(setting)
+    return PAD_MULTIPLE if precision in ("bf16", "fp16") or device.type != "cpu" else 1
 
 
 def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -56,10 +65,10 @@ def sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int = 4096)
     return batches
 
 
-def collate(encoded: Encoded, index: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad the rows ``index`` of ``encoded`` to their longest (rounded up, see :data:`PAD_MULTIPLE`)."""
+def collate(encoded: Encoded, index: np.ndarray, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
+    """Pad the rows ``index`` of ``encoded`` to their longest, rounded up to a multiple of ``multiple``."""
     rows = [encoded.input_ids[i] for i in index]
-    width = padded_width(max(len(r) for r in rows))
+    width = padded_width(max(len(r) for r in rows), multiple)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for j, row in enumerate(rows):

@@ -96,15 +96,15 @@ def adapters_off(model: nn.Module) -> Iterator[None]:
 class PrefixCache:
     """The hidden states entering block ``split`` for every text, stored flat (tokens x hidden)."""
 
-    def __init__(self, states: torch.Tensor, offsets: np.ndarray, lengths: np.ndarray) -> None:
-        self.states, self.offsets, self.lengths = states, offsets, lengths
+    def __init__(self, states: torch.Tensor, offsets: np.ndarray, lengths: np.ndarray, multiple: int) -> None:
+        self.states, self.offsets, self.lengths, self.multiple = states, offsets, lengths, multiple
 
     def batch(self, index: np.ndarray, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Padded ``inputs_embeds`` and ``attention_mask`` for rows ``index``."""
+        """``inputs_embeds`` and ``attention_mask`` for rows ``index``, padded to a multiple of ``multiple``."""
         rows = [self.states[self.offsets[i]:self.offsets[i] + self.lengths[i]] for i in index]
         longest = max(len(r) for r in rows)
         embeds = nn.functional.pad(nn.utils.rnn.pad_sequence(rows, batch_first=True),
-                                   (0, 0, 0, padded_width(longest) - longest)).to(dtype)
+                                   (0, 0, 0, padded_width(longest, self.multiple) - longest)).to(dtype)
         mask = torch.zeros(embeds.shape[:2], dtype=torch.long)
         for j, i in enumerate(index):
             mask[j, :self.lengths[i]] = 1
@@ -113,12 +113,13 @@ class PrefixCache:
 
 @torch.inference_mode()
 def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, batch_size: int,
-                precision: str, device: torch.device, pooling: str | None = None
+                precision: str, device: torch.device, pooling: str | None = None, multiple: int = 1
                 ) -> tuple[PrefixCache, np.ndarray | None]:
     """Run the base encoder once over every text and keep the hidden states entering block ``split``.
 
     With ``pooling``, the same pass also returns the base model's pooled final embeddings (what the probe
-    head is fitted on); without it only the bottom ``split`` blocks run.
+    head is fitted on); without it only the bottom ``split`` blocks run. The pass, and the cache's batches
+    later, pad to a multiple of ``multiple`` tokens (:func:`lorafit.batching.pad_multiple`).
     """
     from lorafit.models import pool
 
@@ -132,7 +133,7 @@ def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, bat
     try:
         with adapters_off(model):
             for index in sorted_batches(encoded.lengths, batch_size):
-                batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id).items()}
+                batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id, multiple).items()}
                 with autocast(precision, device):
                     out = runner(**batch, output_hidden_states=True)
                 hidden = out.hidden_states[split].to(dtype).cpu()
@@ -144,4 +145,4 @@ def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, bat
     finally:
         model.train(was_training)
         release_free_memory()
-    return PrefixCache(states, offsets, encoded.lengths), features
+    return PrefixCache(states, offsets, encoded.lengths, multiple), features

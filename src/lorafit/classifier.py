@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lorafit import __version__, calibration, card, distributed, metrics
+from lorafit.batching import pad_multiple
 from lorafit.checkpoint import Checkpoints, fingerprint
 from lorafit.config import SINGLE_LABEL, DataConfig, LoraSettings, TrainConfig, from_dict, \
     resolve_label_examples, resolve_validation_fraction, selection_metric, to_dict
@@ -407,10 +408,10 @@ class Classifier:
             return np.zeros((0, width), dtype=np.float32)
         encoded = tokenize(self.tokenizer, texts, self.train_config.max_length)
         device = next(self.model.parameters()).device
-        return forward_all(self.model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id),
-                           self.train_config.eval_batch_size,
-                           resolve_precision(check_inference_precision(self.inference_precision), device),
-                           device, method=method, **options)
+        precision = resolve_precision(check_inference_precision(self.inference_precision), device)
+        multiple = pad_multiple(self.train_config.pad_to_multiple_of, precision, device)
+        return forward_all(self.model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id, multiple),
+                           self.train_config.eval_batch_size, precision, device, method=method, **options)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order;

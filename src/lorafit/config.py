@@ -161,6 +161,10 @@ class TrainConfig:
     """Examples per batch when evaluating and predicting."""
     length_bucketing: bool = True
     """Form training batches from texts of similar length (less padding); off: plain shuffled batches."""
+    pad_to_multiple_of: int | str = "auto"
+    """Pad each batch to a multiple of this many tokens. ``"auto"``: 8 for bf16/fp16 and on GPUs (one kernel per
+    shape: oneDNN builds and keeps one for each bf16 input shape, tensor cores want multiples of 8), 1 for fp32
+    on a CPU, where every padded token is wasted work (multiples of 8 padded a BANKING77 epoch by 25%)."""
     cache_frozen: bool = True
     """Compute the frozen blocks below the lowest LoRA block once and reuse their output every epoch;
     off: recompute them at every step (the same model, slower)."""
@@ -209,6 +213,7 @@ class TrainConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         self.max_length = parse_max_length(self.max_length)
+        self.pad_to_multiple_of = parse_pad_multiple(self.pad_to_multiple_of)
         _check_positive("learning_rate", self.learning_rate)
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
@@ -445,6 +450,14 @@ def parse_max_length(value: int | str) -> int | str:
     value = _auto_or_int(value)
     _check(value == "auto" or (_is_int(value) and value >= 4),
            f"max_length must be 'auto' or an integer of at least 4 tokens, got {value!r}")
+    return value
+
+
+def parse_pad_multiple(value: int | str) -> int | str:
+    """``"auto"`` or a token count >= 1, from a flag value such as ``"auto"``, ``"1"`` or ``"8"``."""
+    value = _auto_or_int(value)
+    _check(value == "auto" or (_is_int(value) and value >= 1),
+           f"pad_to_multiple_of must be 'auto' or an integer >= 1 (1: no rounding), got {value!r}")
     return value
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lorafit.batching import pad_multiple
 from lorafit.classifier import Classifier
 from lorafit.config import SINGLE_LABEL
 from lorafit.data import check_pairs, check_texts, tokenize
@@ -78,6 +79,11 @@ class ExportedClassifier:
     def _batch_logits(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         raise NotImplementedError
 
+    def _pad_multiple(self) -> int:
+        """Batches are padded to a multiple of this many tokens: exact lengths unless a subclass's kernels
+        want rounding."""
+        return 1
+
     def logits(self, texts: list[str]) -> np.ndarray:
         """Calibrated logits, shape ``(len(texts), len(classes_))``, in input order (``texts`` are
         ``(text, text_pair)`` pairs for a model trained on pairs)."""
@@ -86,8 +92,8 @@ class ExportedClassifier:
         if not texts:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         encoded = tokenize(self.tokenizer, texts, self.max_length)
-        return map_sorted(encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id), self.batch_size,
-                          self._batch_logits)
+        return map_sorted(encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id, self._pad_multiple()),
+                          self.batch_size, self._batch_logits)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order
@@ -117,10 +123,16 @@ class MergedClassifier(ExportedClassifier):
         self.model = model.eval()
         self.inference_precision = INFERENCE_PRECISION
 
+    def _precision(self) -> str:
+        return resolve_precision(check_inference_precision(self.inference_precision), torch.device("cpu"))
+
+    def _pad_multiple(self) -> int:
+        return pad_multiple("auto", self._precision(), torch.device("cpu"))
+
     @torch.inference_mode()
     def _batch_logits(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         cpu = torch.device("cpu")
-        with autocast(resolve_precision(check_inference_precision(self.inference_precision), cpu), cpu):
+        with autocast(self._precision(), cpu):
             return self.model(**batch).logits.float().numpy()
 
 

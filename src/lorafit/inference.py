@@ -63,9 +63,10 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def token_batches(encoded: Encoded, pad_id: int) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
-    """A batch maker over tokenised texts (for :func:`forward_all` and training)."""
-    return lambda index: collate(encoded, index, pad_id)
+def token_batches(encoded: Encoded, pad_id: int, multiple: int) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
+    """A batch maker over tokenised texts (for :func:`forward_all` and training), each batch padded to a
+    multiple of ``multiple`` tokens (:func:`lorafit.batching.pad_multiple`)."""
+    return lambda index: collate(encoded, index, pad_id, multiple)
 
 
 def map_sorted(lengths: np.ndarray, make_batch: Callable[[np.ndarray], dict], batch_size: int,

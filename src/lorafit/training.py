@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lorafit import distributed
-from lorafit.batching import bucketed_batches
+from lorafit.batching import bucketed_batches, pad_multiple
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
 from lorafit.errors import RunDirError
@@ -275,16 +275,21 @@ class Trainer:
         blocks' output (and yields the embeddings), and every later pass runs only the top blocks.
         """
         split, size = self.model.split, self.config.eval_batch_size
+        train_pad = pad_multiple(self.config.pad_to_multiple_of, self.precision, self.device)
+        val_pad = pad_multiple(self.config.pad_to_multiple_of, INFERENCE_PRECISION, self.device)
         if not split:
-            train_src = Source(train.lengths, token_batches(train, self.pad_id))
+            train_src = Source(train.lengths, token_batches(train, self.pad_id, train_pad))
             features = self._run(train_src, self.precision, method="embed") if features_needed else None
-            return train_src, Source(val.lengths, token_batches(val, self.pad_id)) if val is not None else None, features
+            val_src = Source(val.lengths, token_batches(val, self.pad_id, val_pad)) if val is not None else None
+            return train_src, val_src, features
         self.callback.on_phase("cache")
         train_cache, features = build_cache(self.model.encoder, train, split, self.pad_id, size, self.precision,
-                                            self.device, pooling=self.model.pooling if features_needed else None)
+                                            self.device, pooling=self.model.pooling if features_needed else None,
+                                            multiple=train_pad)
         val_source = None
         if val is not None:
-            val_cache, _ = build_cache(self.model.encoder, val, split, self.pad_id, size, INFERENCE_PRECISION, self.device)
+            val_cache, _ = build_cache(self.model.encoder, val, split, self.pad_id, size, INFERENCE_PRECISION, self.device,
+                                       multiple=val_pad)
             val_source = Source(val.lengths, lambda index: val_cache.batch(index, torch.float32))
         logger.info("cached the output of the %d frozen bottom block(s) for %d + %d texts", split, len(train),
                     len(val) if val is not None else 0)
