@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lorafit.batching import collate, padded_width, sorted_batches
+from lorafit.batching import PAD_MULTIPLE, collate, padded_width, sorted_batches
 from lorafit.data import Encoded
 from lorafit.inference import DTYPES, autocast
 from lorafit.memory import release_free_memory
@@ -113,7 +113,8 @@ class PrefixCache:
 
 @torch.inference_mode()
 def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, batch_size: int,
-                precision: str, device: torch.device, pooling: str | None = None, multiple: int = 1
+                precision: str, device: torch.device, pooling: str | None = None,
+                multiple: int = PAD_MULTIPLE
                 ) -> tuple[PrefixCache, np.ndarray | None]:
     """Run the base encoder once over every text and keep the hidden states entering block ``split``.
 
