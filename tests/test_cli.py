@@ -205,6 +205,10 @@ def test_bad_flag_value_is_a_one_line_config_error(cli_data: Path, tiny_model: s
     code, _, stderr = _main(capsys, _train_args(cli_data, tmp_path / "run", tiny_model, "--metric", "f2"))
     assert code == 1 and "metric must be one of accuracy, macro_f1, got 'f2'" in stderr
     assert "Traceback" not in stderr
+    code, _, stderr = _main(capsys, _train_args(cli_data, tmp_path / "run", tiny_model, "--wise-alpha", "0.5",
+                                                "--no-probe-init"))
+    assert code == 1 and "wise_alpha 0.5 moves the weights back towards the probe-initialised start" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args,hint", [(["train", "data.csv"], "--out"),

@@ -29,6 +29,9 @@ from lorafit.errors import ConfigError
     (TrainConfig, {"max_length": 2}, "max_length"),
     (TrainConfig, {"pad_to_multiple_of": 0}, "pad_to_multiple_of"),
     (TrainConfig, {"pad_to_multiple_of": "eight"}, "pad_to_multiple_of"),
+    (TrainConfig, {"wise_alpha": 1.5}, "wise_alpha"),
+    (TrainConfig, {"wise_alpha": "auto"}, "wise_alpha"),
+    (TrainConfig, {"wise_alpha": 0.5, "probe_init": False}, "wise_alpha"),
     (TrainConfig, {"learning_rate": 0.0}, "learning_rate"),
     (TrainConfig, {"weight_decay": -0.1}, "weight_decay"),
     (TrainConfig, {"warmup_ratio": 1.0}, "warmup_ratio"),
@@ -93,6 +96,11 @@ def test_dict_round_trip_ignores_unknown_keys() -> None:
     values = {**to_dict(cfg), "a_future_setting": 1}
     again = from_dict(TrainConfig, values)
     assert again == cfg and again.eval_every == 20
+
+
+def test_wise_alpha_reads_flag_strings() -> None:
+    assert TrainConfig(wise_alpha="0.25").wise_alpha == 0.25 and TrainConfig().wise_alpha == 1.0
+    assert TrainConfig(probe_init=False, wise_alpha="1").wise_alpha == 1.0  # 1 moves nothing: no probe needed
 
 
 def test_pad_to_multiple_of_reads_flag_strings() -> None:

@@ -94,3 +94,19 @@ def test_plain_code_uses_the_trained_head_not_a_fresh_one(run_dir: Path) -> None
     torch.manual_seed(2)
     second, _ = plain_predict_proba(str(run_dir), TEXTS)
     np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+def test_plain_code_reproduces_an_interpolated_run(tiny_model: str, synthetic, tmp_path: Path) -> None:
+    """``wise_alpha`` changes weight values only: the saved adapter still loads as is, and the temperature was
+    fitted on the interpolated model's validation logits."""
+    from conftest import TINY_TRAIN
+
+    clf = Classifier(model=tiny_model, wise_alpha=0.5, **{**TINY_TRAIN, "epochs": 2}).fit(*synthetic)
+    assert clf.metrics_["wise_alpha"] == 0.5
+    assert clf.metrics_["validation"] == clf.metrics_["wise_validation"]["interpolated"]
+    run = clf.save(tmp_path / "wise_run")
+    probs, _ = plain_predict_proba(str(run), TEXTS)
+    np.testing.assert_allclose(probs, clf.predict_proba(TEXTS), atol=1e-5)
+    loaded = Classifier.load(run)
+    np.testing.assert_allclose(probs, loaded.predict_proba(TEXTS), atol=1e-5)
+    assert loaded.train_config.wise_alpha == 0.5

@@ -280,7 +280,41 @@ def test_metrics_json(run_dir: Path) -> None:
     best = next(h for h in history if h["step"] == metrics["best_step"])
     assert metrics["validation"] == {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"],
                                      "loss": best["val_loss"]}
+    assert metrics["wise_alpha"] == 1.0 and metrics["wise_validation"] is None
     assert best["val_accuracy"] == max(h["val_accuracy"] for h in history)
     assert metrics["train_samples"] == 81 and metrics["precision"] == "fp32"
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
     assert metrics["train_tflops"] > 0 and metrics["matmul_peak_gflops"] > 0 and 0 < metrics["mfu"] < 1.5
+
+
+def _trained_state(tiny_model: str, alpha: float) -> tuple[dict[str, torch.Tensor], object]:
+    torch.manual_seed(0)  # the same LoRA A matrices in every run
+    trainer, data = _trainer(tiny_model, epochs=2, patience=0, probe_init=True, wise_alpha=alpha)
+    result = trainer.fit(*data)
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}, result
+
+
+def test_wise_interpolation_moves_the_trained_weights_back_towards_the_probe_start(tiny_model: str) -> None:
+    trained, as_trained = _trained_state(tiny_model, 1.0)
+    start, at_start = _trained_state(tiny_model, 0.0)
+    half, halfway = _trained_state(tiny_model, 0.5)
+    assert as_trained.wise_alpha == 1.0 and as_trained.wise_validation is None
+    lora_b = [n for n in trained if ".lora_B." in n]
+    lora_a = [n for n in trained if ".lora_A." in n]
+    head = [n for n in trained if ".lora_" not in n]
+    assert lora_b and lora_a and head
+    assert any(trained[n].abs().max() > 0 for n in lora_b)  # training moved LoRA
+    for name in lora_b:  # LoRA's B starts at zero: its update is scaled by alpha
+        assert torch.count_nonzero(start[name]) == 0
+        torch.testing.assert_close(half[name], 0.5 * trained[name])
+    for name in lora_a:  # A keeps its trained value, so B @ A is alpha times LoRA's change
+        assert torch.equal(half[name], trained[name]) and torch.equal(start[name], trained[name])
+    for name in head:
+        assert not torch.equal(start[name], trained[name])
+        torch.testing.assert_close(half[name], 0.5 * (start[name] + trained[name]))
+    # alpha 0 gives back the probe: its validation scores are those of the step-0 evaluation
+    probe = at_start.history[0]
+    assert at_start.wise_validation["interpolated"]["accuracy"] == probe["val_accuracy"]
+    assert at_start.wise_validation["interpolated"]["loss"] == pytest.approx(probe["val_loss"], rel=1e-5)
+    assert halfway.wise_validation["trained"]["accuracy"] == as_trained.best_metric
+    assert halfway.best_metric == halfway.wise_validation["interpolated"]["accuracy"]

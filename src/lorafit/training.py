@@ -102,6 +102,11 @@ class TrainResult:
     """``train_seconds`` as estimated after the first few optimisation steps (from their timing)."""
     loss_curve: list[list[float]] = field(default_factory=list)
     """``[step, mean training loss]`` pairs, about ``LOSS_POINTS`` of them over the whole run."""
+    wise_alpha: float = 1.0
+    """The weight of the trained state against the probe-initialised start (``TrainConfig.wise_alpha``)."""
+    wise_validation: dict | None = None
+    """Validation scores (and ``loss``) of the kept checkpoint ``trained`` (as in the history at ``best_step``)
+    and ``interpolated``; None without validation data or interpolation."""
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "val_logits"}
@@ -140,6 +145,12 @@ REMEASURE_PEAK_AFTER_S = 30.0
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _interpolated(name: str) -> bool:
+    """Whether WiSE interpolation moves this trainable parameter: all but LoRA's A matrices, whose update is
+    scaled through B (``B`` starts at zero, so ``alpha * B @ A`` is ``alpha`` times LoRA's change)."""
+    return ".lora_A." not in name
 
 
 def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float):
@@ -329,6 +340,7 @@ class Trainer:
         train, val, features = self.prepare(train_tokens, val_tokens, features_needed=probe)
         if probe:
             self.init_head_from_probe(features, train_y, n_labels)
+        wise_start = self._wise_start(resumed)
         result.prepare_seconds = time.perf_counter() - wall
         result.matmul_peak_gflops = matmul_peak_gflops(self.precision, self.device)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -390,7 +402,7 @@ class Trainer:
                 if self.checkpoints is not None and self.checkpoints.due(step, last) and \
                         self.accelerator.is_main_process:
                     self._checkpoint(epoch, position + 1, epoch_rng, optimizer, scheduler, best, result, loop,
-                                     time.perf_counter() - wall)
+                                     time.perf_counter() - wall, wise_start)
             if stop:
                 break
         result.train_seconds = time.perf_counter() - wall
@@ -405,6 +417,8 @@ class Trainer:
         if result.loop_seconds > 0 and result.matmul_peak_gflops > 0:
             result.mfu = result.train_tflops * 1e3 / result.loop_seconds / result.matmul_peak_gflops / self.world_size
         self._restore(best, result)
+        if wise_start:
+            self._interpolate(wise_start, result, val, val_y, n_labels)
         result.peak_memory_mb = peak_memory_mb()
         self.callback.on_train_end(result)
         return result
@@ -431,14 +445,47 @@ class Trainer:
         return planned + evaluations * float(forward_flops(val.lengths, hidden, intermediate,
                                                            blocks - self.model.split).sum())
 
+    def _wise_start(self, resumed: TrainingState | None) -> dict[str, torch.Tensor]:
+        """The state WiSE interpolation moves back towards: the trainable weights as training starts (after the
+        probe; a resumed run reads them from its checkpoint). Empty when ``wise_alpha`` is 1."""
+        if self.config.wise_alpha >= 1.0:
+            return {}
+        if resumed is not None:
+            return {k: v.clone() for k, v in resumed.group("start").items()}
+        return {k: v for k, v in _trainable_state(self.model).items() if _interpolated(k)}
+
+    def _interpolate(self, start: dict[str, torch.Tensor], result: TrainResult, val: Source | None,
+                     val_y: np.ndarray | None, n_labels: int) -> None:
+        """Move the kept state back towards ``start`` (WiSE-FT), then score the validation data again: the
+        calibration and the reported validation metrics are the interpolated model's."""
+        alpha = self.config.wise_alpha
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, begin in start.items():
+                params[name].copy_(begin + alpha * (params[name] - begin))
+        result.wise_alpha = alpha
+        message = f"weights interpolated: {alpha:g} x trained + {1 - alpha:g} x the probe start (WiSE-FT)"
+        if val is not None:
+            before = next((h for h in result.history if h["step"] == result.best_step), {})
+            trained = {k[4:]: v for k, v in before.items() if k.startswith("val_")}
+            scores, result.val_logits = self.evaluate(val, val_y, n_labels)
+            scores["loss"] = self.validation_loss(result.val_logits, val_y)
+            result.best_metric = scores.get(self.metric, result.best_metric)
+            message += f"; validation {self.metric} {trained.get(self.metric, float('nan')):.4f} -> " \
+                       f"{scores.get(self.metric, float('nan')):.4f}"
+            result.wise_validation = {"trained": trained, "interpolated": scores}
+        self.callback.on_info(message)
+        logger.info(message)
+
     def _checkpoint(self, epoch: int, position: int, epoch_rng: dict, optimizer, scheduler, best: "_Best",
-                    result: TrainResult, loop: "_Loop", elapsed: float) -> None:
+                    result: TrainResult, loop: "_Loop", elapsed: float, start: dict[str, torch.Tensor]) -> None:
         """Write the whole training state after ``position`` batches of ``epoch`` (see :mod:`lorafit.checkpoint`)."""
         tensors, groups = optimizer_tensors(optimizer)
         rng_tensors, python_rng = rng_snapshot()
         tensors.update(rng_tensors)
         tensors.update({f"trainable/{k}": v for k, v in _trainable_state(self.model).items()})
         tensors.update({f"best/{k}": v for k, v in best.state.items()})
+        tensors.update({f"start/{k}": v for k, v in start.items()})
         if best.logits is not None:
             tensors["best_logits"] = torch.from_numpy(np.ascontiguousarray(best.logits))
         counters = {k: getattr(result, k) for k in _RESUMED_COUNTERS}
