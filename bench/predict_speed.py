@@ -6,7 +6,8 @@ Methods, all on the same trained lorafit run:
     merged), and on the merged export; measured on the first --boilerplate-texts texts;
   - transformers ``pipeline("text-classification")`` with batching (--pipeline-batch) on the merged export;
   - lorafit: ``Classifier.predict_proba`` on the run directory and the merged export in torch (fp32, and
-    the bf16-autocast opt-in), the ONNX export fp32 and int8 (onnxruntime), each with length-sorted batches.
+    the bf16-autocast opt-in, only on CPUs with native bf16), the ONNX export fp32 and int8 (onnxruntime), each
+    with length-sorted batches.
 Rounds are interleaved (every method once per round) so a busy neighbour slows all alike; medians and
 ratios are reported. The int8-vs-fp32 label agreement and every path's accuracy are measured on the
 whole test set.
@@ -65,12 +66,16 @@ def boilerplate(the_model, the_tokenizer):
     return run
 
 
+BF16_MERGED = "lorafit merged export (torch bf16 autocast)"
+
+
 def methods(run_dir: str, work: Path, pipeline_batch: int, threads: int) -> dict:
     """name -> (function texts -> label ids, whether it gets the boilerplate subset)."""
     from transformers import AutoModelForSequenceClassification, pipeline
 
     from lorafit import Classifier
     from lorafit.export import export_merged, export_onnx
+    from lorafit.inference import bf16_supported
     from lorafit.exported import load_merged
     from lorafit.onnx_model import load_onnx
 
@@ -83,12 +88,16 @@ def methods(run_dir: str, work: Path, pipeline_batch: int, threads: int) -> dict
     merged_tok = load_merged(work / "merged").tokenizer
     pipe = pipeline("text-classification", model=str(work / "merged"), tokenizer=merged_tok, trust_remote_code=True)
     merged, onnx, int8 = load_merged(work / "merged"), load_onnx(work / "onnx", threads), load_onnx(work / "int8", threads)
-    clf_bf16, merged_bf16 = Classifier.load(run_dir), load_merged(work / "merged")
-    clf_bf16.inference_precision = merged_bf16.inference_precision = "bf16"
 
     def labels(predictor):
         return lambda texts: [index[label] for label in predictor.predict(texts)]
 
+    bf16 = {}
+    if bf16_supported(torch.device("cpu")):  # elsewhere torch emulates bf16, far slower than fp32: not a path
+        clf_bf16, merged_bf16 = Classifier.load(run_dir), load_merged(work / "merged")
+        clf_bf16.inference_precision = merged_bf16.inference_precision = "bf16"
+        bf16 = {"lorafit Classifier (run dir, torch bf16 autocast)": (labels(clf_bf16), False),
+                BF16_MERGED: (labels(merged_bf16), False)}
     return {
         "boilerplate predict(), PEFT model": (boilerplate(PeftWithLogits(clf.model), clf.tokenizer), True),
         "boilerplate predict(), merged export": (boilerplate(merged_hf, merged_tok), True),
@@ -96,8 +105,7 @@ def methods(run_dir: str, work: Path, pipeline_batch: int, threads: int) -> dict
             lambda texts: [index[r["label"]] for r in pipe(texts, batch_size=pipeline_batch, truncation=True)], False),
         "lorafit Classifier (run dir, torch fp32)": (labels(clf), False),
         "lorafit merged export (torch fp32)": (labels(merged), False),
-        "lorafit Classifier (run dir, torch bf16 autocast)": (labels(clf_bf16), False),
-        "lorafit merged export (torch bf16 autocast)": (labels(merged_bf16), False),
+        **bf16,
         "lorafit ONNX fp32": (labels(onnx), False),
         "lorafit ONNX int8": (labels(int8), False),
     }
@@ -146,7 +154,7 @@ def summarise(sink: Sink, table: dict, speeds: dict, predictions: dict, classes:
     fastest = max(lorafit, key=lorafit.get)
     pipeline_name = next(k for k in medians if k.startswith("transformers pipeline"))
     fp32, int8 = np.array(predictions["lorafit ONNX fp32"]), np.array(predictions["lorafit ONNX int8"])
-    bf16 = np.array(predictions["lorafit merged export (torch bf16 autocast)"])
+    bf16 = np.array(predictions[BF16_MERGED]) if BF16_MERGED in predictions else None
     sink.keep({"summary": True, "rounds": args.rounds, "fastest_lorafit": fastest,
                "fastest_lorafit_texts_per_s": round(medians[fastest], 1),
                "x_boilerplate_peft": round(medians[fastest] / medians["boilerplate predict(), PEFT model"], 1),
@@ -154,7 +162,8 @@ def summarise(sink: Sink, table: dict, speeds: dict, predictions: dict, classes:
                "x_pipeline": round(medians[fastest] / medians[pipeline_name], 2),
                "int8_vs_fp32_label_agreement": round(float(np.mean(fp32 == int8)), 4),
                "int8_disagreements": int(np.sum(fp32 != int8)),
-               "bf16_vs_fp32_label_agreement": round(float(np.mean(fp32 == bf16)), 4), "test_rows": len(texts)})
+               "bf16_vs_fp32_label_agreement": None if bf16 is None else round(float(np.mean(fp32 == bf16)), 4),
+               "test_rows": len(texts)})
 
 
 if __name__ == "__main__":
