@@ -105,6 +105,7 @@ def test_plain_code_reproduces_an_interpolated_run(tiny_model: str, synthetic, t
     assert clf.metrics_["wise_alpha"] == 0.5
     assert clf.metrics_["validation"] == clf.metrics_["wise_validation"]["interpolated"]
     run = clf.save(tmp_path / "wise_run")
+    assert "wise_alpha=0.5 (WiSE-FT)" in (run / "README.md").read_text()
     probs, _ = plain_predict_proba(str(run), TEXTS)
     np.testing.assert_allclose(probs, clf.predict_proba(TEXTS), atol=1e-5)
     loaded = Classifier.load(run)

@@ -78,6 +78,12 @@ def _metrics_table(val_metrics: dict, metrics: dict) -> str:
             f"{metrics.get('train_samples_per_second', 0):.1f} |")
 
 
+def _interpolation(cfg: dict) -> str:
+    """The WiSE-FT step, when the run took one (``wise_alpha`` below 1)."""
+    alpha = cfg.get("wise_alpha", 1.0)
+    return "" if alpha >= 1.0 else f"weights moved back towards that start with wise_alpha={alpha} (WiSE-FT), "
+
+
 def model_card(manifest: dict, metrics: dict) -> str:
     """Markdown: data, labels, settings, metrics (with the data they were measured on), use and how to load."""
     labels = manifest["labels"]
@@ -114,7 +120,7 @@ target_modules={lora['target_modules'] or 'all linear layers of the encoder bloc
 layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
 epochs={cfg['epochs']}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
 max_length={cfg['max_length']}, seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
-training precision {manifest.get('train_precision', '?')}{processes}, calibration temperature
+{_interpolation(cfg)}training precision {manifest.get('train_precision', '?')}{processes}, calibration temperature
 {manifest.get('calibration', {}).get('temperature', 1.0)}.
 
 ## Metrics
