@@ -26,14 +26,10 @@ from run_lorafit import parse_value
 ALPHAS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def one_seed(train: pd.DataFrame, test: pd.DataFrame, settings: dict, seed: int) -> dict:
     from lorafit import Classifier, training
     from lorafit.calibration import ece, fit_temperature
+    from lorafit.inference import softmax
 
     starts = []
     fit_probe = training.Trainer.init_head_from_probe
@@ -73,7 +69,7 @@ def one_seed(train: pd.DataFrame, test: pd.DataFrame, settings: dict, seed: int)
             scores["val"] = float((val_logits.argmax(1) == val_y).mean())
             temperature = fit_temperature(val_logits, val_y)  # what calibration would store at this alpha
             scores["temperature"] = temperature
-            scores["test_ece_calibrated"] = ece(softmax(logits[alpha] / temperature), test_y)
+            scores["test_ece_calibrated"] = ece(softmax(logits[alpha], temperature), test_y)
         record["alphas"][str(alpha)] = scores
     record["output_ensemble_test"] = float(((softmax(logits[0.0]) + softmax(logits[1.0])).argmax(1) == test_y).mean())
     return record

@@ -270,11 +270,7 @@ class Classifier:
         task.finish(self.model.head)
         self._world_size = result.world_size
         self.model.eval()
-        best = next((h for h in result.history if h["step"] == result.best_step), {})
-        validation = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
-        if result.wise_validation:  # the interpolated model is the one kept
-            validation = result.wise_validation["interpolated"]
-        self.metrics_ = {"validation": validation,
+        self.metrics_ = {"validation": result.kept_validation(),
                          "best_step": result.best_step, "best_epoch": result.best_epoch,
                          **{k: v for k, v in result.to_dict().items() if k not in ("best_step", "best_epoch")}}
         self.metrics_["train_wall_seconds"] = self.metrics_.pop("train_seconds")

@@ -111,6 +111,17 @@ class TrainResult:
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "val_logits"}
 
+    def checkpoint_validation(self) -> dict:
+        """Validation scores (and ``loss``) of the kept checkpoint as trained: the history's record at
+        ``best_step`` (empty without validation data)."""
+        best = next((h for h in self.history if h["step"] == self.best_step), {})
+        return {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+
+    def kept_validation(self) -> dict:
+        """Validation scores of the model training returns: the interpolated one after WiSE-FT, else the
+        kept checkpoint's."""
+        return self.wise_validation["interpolated"] if self.wise_validation else self.checkpoint_validation()
+
 
 _RESUMED_COUNTERS = ("history", "stopped_early", "loop_seconds", "train_tflops", "prepare_seconds",
                      "matmul_peak_gflops")
@@ -466,8 +477,7 @@ class Trainer:
         result.wise_alpha = alpha
         message = f"weights interpolated: {alpha:g} x trained + {1 - alpha:g} x the probe start (WiSE-FT)"
         if val is not None:
-            before = next((h for h in result.history if h["step"] == result.best_step), {})
-            trained = {k[4:]: v for k, v in before.items() if k.startswith("val_")}
+            trained = result.checkpoint_validation()
             scores, result.val_logits = self.evaluate(val, val_y, n_labels)
             scores["loss"] = self.validation_loss(result.val_logits, val_y)
             result.best_metric = scores.get(self.metric, result.best_metric)
