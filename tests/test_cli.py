@@ -167,6 +167,18 @@ def test_hub_id_offline(cli_data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "Traceback" not in stderr and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("flag,decay", [("0.9", 0.9), ("0", 0.0)])
+def test_ema_decay_reaches_the_run_directory(cli_data: Path, tiny_model: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture, flag: str, decay: float) -> None:
+    code, _, stderr = _main(capsys, _train_args(cli_data, tmp_path / "run", tiny_model, "--ema-decay", flag))
+    assert code == 0, stderr
+    manifest = json.loads((tmp_path / "run" / "lorafit.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert manifest["train_config"]["ema_decay"] == decay and metrics["ema_decay"] == decay
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert ("exponential moving average with decay 0.9," in card) == (decay > 0)
+
+
 def test_single_example_class_is_named(tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     texts, labels = make_texts(5, seed=1)
     data = write_table(tmp_path / "d.csv", {"text": texts + ["tax form"], "label": labels + ["taxes"]})
@@ -208,6 +220,9 @@ def test_bad_flag_value_is_a_one_line_config_error(cli_data: Path, tiny_model: s
     code, _, stderr = _main(capsys, _train_args(cli_data, tmp_path / "run", tiny_model, "--wise-alpha", "0.5",
                                                 "--no-probe-init"))
     assert code == 1 and "wise_alpha 0.5 moves the weights back towards the probe-initialised start" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "run").exists()
+    code, _, stderr = _main(capsys, _train_args(cli_data, tmp_path / "run", tiny_model, "--ema-decay", "1"))
+    assert code == 1 and "ema_decay must be 'auto' or a number in [0, 1) (0: no averaging), got '1'" in stderr
     assert "Traceback" not in stderr and not (tmp_path / "run").exists()
 
 

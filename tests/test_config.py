@@ -32,6 +32,9 @@ from lorafit.errors import ConfigError
     (TrainConfig, {"wise_alpha": 1.5}, "wise_alpha"),
     (TrainConfig, {"wise_alpha": "auto"}, "wise_alpha"),
     (TrainConfig, {"wise_alpha": 0.5, "probe_init": False}, "wise_alpha"),
+    (TrainConfig, {"ema_decay": 1.0}, "ema_decay"),
+    (TrainConfig, {"ema_decay": -0.5}, "ema_decay"),
+    (TrainConfig, {"ema_decay": "often"}, "ema_decay"),
     (TrainConfig, {"learning_rate": 0.0}, "learning_rate"),
     (TrainConfig, {"weight_decay": -0.1}, "weight_decay"),
     (TrainConfig, {"warmup_ratio": 1.0}, "warmup_ratio"),
@@ -101,6 +104,11 @@ def test_dict_round_trip_ignores_unknown_keys() -> None:
 def test_wise_alpha_reads_flag_strings() -> None:
     assert TrainConfig(wise_alpha="0.25").wise_alpha == 0.25 and TrainConfig().wise_alpha == 1.0
     assert TrainConfig(probe_init=False, wise_alpha="1").wise_alpha == 1.0  # 1 moves nothing: no probe needed
+
+
+def test_ema_decay_reads_flag_strings() -> None:
+    assert TrainConfig(ema_decay="0.999").ema_decay == 0.999 and TrainConfig(ema_decay="0").ema_decay == 0.0
+    assert TrainConfig(ema_decay=" Auto ").ema_decay == "auto" and TrainConfig().ema_decay == 0.0
 
 
 def test_pad_to_multiple_of_reads_flag_strings() -> None:

@@ -100,15 +100,17 @@ def test_resume_after_ctrl_c_gives_the_uninterrupted_result(tiny_model: str, dat
     _assert_same(resumed, uninterrupted)
 
 
-def test_resume_of_an_interpolated_run_moves_back_towards_the_original_start(tiny_model: str, data,
-                                                                            tmp_path: Path) -> None:
-    """The probe start that ``wise_alpha`` interpolates towards is in the checkpoint: a resumed run, which does
-    not fit the probe again, ends where the uninterrupted one does."""
-    reference, _ = _fit(tiny_model, data, wise_alpha=0.5)
-    assert reference.metrics_["wise_alpha"] == 0.5
+@pytest.mark.parametrize("setting,value", [("wise_alpha", 0.5), ("ema_decay", 0.8)])
+def test_resume_keeps_the_start_and_the_moving_average(tiny_model: str, data, tmp_path: Path, setting: str,
+                                                       value: float) -> None:
+    """What the checkpoint must carry besides the trained weights: the probe start that ``wise_alpha``
+    interpolates towards (a resumed run does not fit the probe again), and the moving average of the weights
+    (``ema_decay``). A resumed run ends where the uninterrupted one does."""
+    reference, _ = _fit(tiny_model, data, **{setting: value})
+    assert reference.metrics_[setting] == value
     checkpoints = tmp_path / "run.partial"
-    _interrupt(tiny_model, data, checkpoints, 10, wise_alpha=0.5)
-    resumed, callback = _fit(tiny_model, data, checkpoints, resume=True, wise_alpha=0.5)
+    _interrupt(tiny_model, data, checkpoints, 10, **{setting: value})
+    resumed, callback = _fit(tiny_model, data, checkpoints, resume=True, **{setting: value})
     assert any("resuming from the checkpoint of step 8" in m for m in callback.messages)
     _assert_same(resumed, reference)
     assert resumed.metrics_["wise_validation"] == reference.metrics_["wise_validation"]

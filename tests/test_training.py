@@ -318,3 +318,76 @@ def test_wise_interpolation_moves_the_trained_weights_back_towards_the_probe_sta
     assert at_start.wise_validation["interpolated"]["loss"] == pytest.approx(probe["val_loss"], rel=1e-5)
     assert halfway.wise_validation["trained"]["accuracy"] == as_trained.best_metric
     assert halfway.best_metric == halfway.wise_validation["interpolated"]["accuracy"]
+
+
+def _raw_weights_after_each_step(trainer: Trainer) -> list[dict[str, torch.Tensor]]:
+    """Record the trained (not averaged) weights right after every optimisation step."""
+    raw: list[dict[str, torch.Tensor]] = []
+    step = trainer._step
+
+    def recording(*args, **kwargs):
+        loss = step(*args, **kwargs)
+        raw.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad})
+        return loss
+
+    trainer._step = recording
+    return raw
+
+
+def test_the_moving_average_is_what_training_keeps(tiny_model: str) -> None:
+    torch.manual_seed(0)
+    trainer, data = _trainer(tiny_model, epochs=2, patience=0, probe_init=False, ema_decay=0.8)
+    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    messages: list[str] = []
+    trainer.callback.on_info = messages.append
+    raw = _raw_weights_after_each_step(trainer)
+    result = trainer.fit(data[0], data[1], None, None, data[4])  # no validation data: the last average is kept
+    assert result.ema_decay == 0.8 and len(raw) == result.steps == 16
+    assert any("exponential moving average with decay 0.8 " in m for m in messages)
+    final = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    for name, begin in start.items():
+        # the average starts from the weights as training starts
+        expected = begin.clone()
+        for weights in raw:
+            expected = 0.8 * expected + 0.2 * weights[name]
+        torch.testing.assert_close(final[name], expected)
+        if ".lora_B." in name or ".lora_" not in name:
+            assert not torch.allclose(final[name], raw[-1][name])  # not the weights as trained
+
+
+def test_evaluations_score_the_average_and_leave_training_untouched(tiny_model: str) -> None:
+    """With validation data every evaluation scores (and may keep) the averaged weights, and the trained
+    weights carry on exactly as without averaging."""
+    runs = {}
+    for decay in (0.0, 0.7):
+        torch.manual_seed(0)
+        trainer, data = _trainer(tiny_model, epochs=3, patience=0, probe_init=False, ema_decay=decay)
+        snapshots: list[dict] = []
+        _scripted_evaluate(trainer, [0.5, 0.9, 0.4], snapshots)
+        raw = _raw_weights_after_each_step(trainer)
+        result = trainer.fit(*data)
+        runs[decay] = raw, snapshots, result, trainer
+    (plain, plain_evals, plain_result, _), (raw, evals, result, trainer) = runs[0.0], runs[0.7]
+    assert plain_result.ema_decay == 0.0 and result.ema_decay == 0.7
+    for ours, theirs in zip(raw, plain, strict=True):  # the same trajectory, step for step
+        for name in ours:
+            assert torch.equal(ours[name], theirs[name]), name
+    steps_per_epoch = len(raw) // 3
+    for evaluated, snapshot in zip(plain_evals, (plain[steps_per_epoch * k - 1] for k in (1, 2, 3))):
+        assert all(torch.equal(evaluated[n], snapshot[n]) for n in snapshot)  # off: the weights as trained
+    lora_b = [n for n in raw[0] if ".lora_B." in n]
+    assert all(not torch.equal(evals[1][n], raw[2 * steps_per_epoch - 1][n]) for n in lora_b)  # an average
+    final = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert result.best_epoch == 2.0
+    for name in final:  # the best evaluation's averaged weights are the ones kept
+        assert torch.equal(final[name], evals[1][name])
+
+
+def test_auto_decay_follows_the_planned_steps() -> None:
+    from lorafit.averaging import resolve_decay
+
+    assert resolve_decay("auto", 564) == pytest.approx(1 - 3 / 564)  # a third of the steps
+    assert resolve_decay("auto", 60) == pytest.approx(0.95)
+    assert resolve_decay("auto", 3790) == pytest.approx(0.995)  # at most 200 steps
+    assert resolve_decay("auto", 2) == 0.0  # too short a run to average anything
+    assert resolve_decay(0.99, 564) == 0.99 and resolve_decay(0.0, 564) == 0.0

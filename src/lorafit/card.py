@@ -84,6 +84,12 @@ def _interpolation(cfg: dict) -> str:
     return "" if alpha >= 1.0 else f"weights moved back towards that start with wise_alpha={alpha} (WiSE-FT), "
 
 
+def _averaging(metrics: dict) -> str:
+    """The moving average of the weights, when the run kept one (``ema_decay`` above 0)."""
+    decay = metrics.get("ema_decay", 0.0)
+    return f"weights an exponential moving average with decay {decay:.4g}, " if decay > 0 else ""
+
+
 def model_card(manifest: dict, metrics: dict) -> str:
     """Markdown: data, labels, settings, metrics (with the data they were measured on), use and how to load."""
     labels = manifest["labels"]
@@ -120,7 +126,7 @@ target_modules={lora['target_modules'] or 'all linear layers of the encoder bloc
 layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
 epochs={cfg['epochs']}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
 max_length={cfg['max_length']}, seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
-{_interpolation(cfg)}training precision {manifest.get('train_precision', '?')}{processes}, calibration temperature
+{_averaging(metrics)}{_interpolation(cfg)}training precision {manifest.get('train_precision', '?')}{processes}, calibration temperature
 {manifest.get('calibration', {}).get('temperature', 1.0)}.
 
 ## Metrics

@@ -133,6 +133,13 @@ class TrainConfig:
     lies between the probe's and the trained one. 1 (the default): the trained model as it is; 0: the probe.
     Below 1 needs ``probe_init``. On BANKING77, 0.5 changed test accuracy by +0.13, +0.06 and -0.23 points
     over three seeds (``bench/wise.py``), so it is not on by default."""
+    ema_decay: float | str = 0.0
+    """Exponential moving average of the trainable weights (see :mod:`lorafit.averaging`): after every step
+    ``average = ema_decay * average + (1 - ema_decay) * weights``; evaluations, the kept checkpoint and the
+    saved adapter are the average's. 0 (the default): off, the weights as trained; a number in [0, 1) sets the
+    decay; ``"auto"``: a time constant ``1 / (1 - decay)`` of a third of the planned steps, at most 200 (0.9947
+    for BANKING77's 564 steps). On BANKING77 ``auto`` moved test accuracy by -0.13 to +0.29 points over five
+    seeds (mean +0.10, ``bench/averaging.py``), so it is not on by default."""
     epochs: int = 2
     """Passes over the training data (early stopping may end sooner; ``min_steps`` may add passes)."""
     min_steps: int = 200
@@ -222,6 +229,7 @@ class TrainConfig:
         self.max_length = parse_max_length(self.max_length)
         self.pad_to_multiple_of = parse_pad_multiple(self.pad_to_multiple_of)
         self.wise_alpha = parse_wise_alpha(self.wise_alpha, self.probe_init)
+        self.ema_decay = parse_ema_decay(self.ema_decay)
         _check_positive("learning_rate", self.learning_rate)
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
         _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
@@ -494,6 +502,19 @@ def parse_wise_alpha(value: float | str, probe_init: bool = True) -> float:
     _check(alpha == 1.0 or probe_init, f"wise_alpha {alpha} moves the weights back towards the probe-initialised "
                                        "start, and probe_init is off; turn probe_init on or use wise_alpha 1")
     return alpha
+
+
+def parse_ema_decay(value: float | str) -> float | str:
+    """``"auto"`` or a decay in [0, 1), from a flag value such as ``"auto"``, ``"0"`` or ``"0.999"``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    message = f"ema_decay must be 'auto' or a number in [0, 1) (0: no averaging), got {value!r}"
+    try:
+        decay = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(message) from None
+    _check(0.0 <= decay < 1.0, message)
+    return decay
 
 
 def parse_validation_fraction(value: float | str) -> float | str:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lorafit import distributed
+from lorafit.averaging import WeightAverage, resolve_decay
 from lorafit.batching import bucketed_batches, pad_multiple
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
@@ -102,6 +103,8 @@ class TrainResult:
     """``train_seconds`` as estimated after the first few optimisation steps (from their timing)."""
     loss_curve: list[list[float]] = field(default_factory=list)
     """``[step, mean training loss]`` pairs, about ``LOSS_POINTS`` of them over the whole run."""
+    ema_decay: float = 0.0
+    """Decay of the moving average of the weights that evaluations scored and training kept (0: none)."""
     wise_alpha: float = 1.0
     """The weight of the trained state against the probe-initialised start (``TrainConfig.wise_alpha``)."""
     wise_validation: dict | None = None
@@ -366,13 +369,15 @@ class Trainer:
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         scheduler = _schedule(optimizer, total, cfg.warmup_ratio)
         best, loop = _Best(), _Loop()
+        average = self._average(total, result)
         if resumed is not None:
             self._resume(resumed, optimizer, scheduler, best, result, loop)
+            average.load(resumed.group("ema"))
             wall -= resumed.info["result"]["train_seconds"]
         model, optimizer = self.accelerator.prepare(self.model, optimizer)
         self.callback.on_train_begin(total, result.trainable_parameters, result.total_parameters)
         if probe and val is not None:
-            self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels)
+            self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels, average)
         if resumed is not None:
             restore_rng(resumed)  # last: the probe, the peak measurement and step 0 consume torch's RNG
             self.callback.on_step(loop.step, float(loop.losses[-1]) if loop.losses else float("nan"))
@@ -392,6 +397,7 @@ class Trainer:
                 index = batches[position]
                 started = time.perf_counter()
                 loop.losses.append(self._step(model, optimizer, scheduler, params, train, index, labels))
+                average.update()
                 result.loop_seconds += time.perf_counter() - started
                 result.train_tflops += float(step_flops[index].sum()) / 1e12
                 loop.step, loop.seen = loop.step + 1, loop.seen + len(index)
@@ -402,18 +408,18 @@ class Trainer:
                 self.callback.on_step(step, loop.losses[-1])
                 if isinstance(cfg.eval_every, int) and step % cfg.eval_every == 0 and step < total:
                     stop = self._record(result, best, step, step / steps_per_epoch, np.mean(loop.losses), val,
-                                        val_y, n_labels)
+                                        val_y, n_labels, average)
                     loop.losses = []
                 if not stop and last and (cfg.eval_every == "epoch" or step == total):
                     stop = self._record(result, best, step, float(epoch + 1), np.mean(loop.losses), val, val_y,
-                                        n_labels)
+                                        n_labels, average)
                     loop.losses = []
                 if stop:
                     break
                 if self.checkpoints is not None and self.checkpoints.due(step, last) and \
                         self.accelerator.is_main_process:
                     self._checkpoint(epoch, position + 1, epoch_rng, optimizer, scheduler, best, result, loop,
-                                     time.perf_counter() - wall, wise_start)
+                                     time.perf_counter() - wall, {"start": wise_start, "ema": average.state})
             if stop:
                 break
         result.train_seconds = time.perf_counter() - wall
@@ -428,6 +434,8 @@ class Trainer:
         if result.loop_seconds > 0 and result.matmul_peak_gflops > 0:
             result.mfu = result.train_tflops * 1e3 / result.loop_seconds / result.matmul_peak_gflops / self.world_size
         self._restore(best, result)
+        if not best.state and average:  # no validation data: the last average is what training keeps
+            average.copy_to_model()
         if wise_start:
             self._interpolate(wise_start, result, val, val_y, n_labels)
         result.peak_memory_mb = peak_memory_mb()
@@ -455,6 +463,17 @@ class Trainer:
         hidden, intermediate, blocks = block_shape(self.model.encoder.config)
         return planned + evaluations * float(forward_flops(val.lengths, hidden, intermediate,
                                                            blocks - self.model.split).sum())
+
+    def _average(self, total_steps: int, result: TrainResult) -> WeightAverage:
+        """The moving average of the weights from the start of training (does nothing when ``ema_decay`` is 0)."""
+        average = WeightAverage(self.model, resolve_decay(self.config.ema_decay, total_steps))
+        result.ema_decay = average.decay
+        if average:
+            message = (f"weights averaged: exponential moving average with decay {average.decay:.4g} "
+                       f"(a time constant of {1 / (1 - average.decay):.0f} of the {total_steps} steps)")
+            self.callback.on_info(message)
+            logger.info(message)
+        return average
 
     def _wise_start(self, resumed: TrainingState | None) -> dict[str, torch.Tensor]:
         """The state WiSE interpolation moves back towards: the trainable weights as training starts (after the
@@ -488,14 +507,15 @@ class Trainer:
         logger.info(message)
 
     def _checkpoint(self, epoch: int, position: int, epoch_rng: dict, optimizer, scheduler, best: "_Best",
-                    result: TrainResult, loop: "_Loop", elapsed: float, start: dict[str, torch.Tensor]) -> None:
+                    result: TrainResult, loop: "_Loop", elapsed: float, extra: dict[str, dict]) -> None:
         """Write the whole training state after ``position`` batches of ``epoch`` (see :mod:`lorafit.checkpoint`)."""
         tensors, groups = optimizer_tensors(optimizer)
         rng_tensors, python_rng = rng_snapshot()
         tensors.update(rng_tensors)
         tensors.update({f"trainable/{k}": v for k, v in _trainable_state(self.model).items()})
         tensors.update({f"best/{k}": v for k, v in best.state.items()})
-        tensors.update({f"start/{k}": v for k, v in start.items()})
+        for prefix, state in extra.items():  # the WiSE start, the moving average
+            tensors.update({f"{prefix}/{k}": v for k, v in state.items()})
         if best.logits is not None:
             tensors["best_logits"] = torch.from_numpy(np.ascontiguousarray(best.logits))
         counters = {k: getattr(result, k) for k in _RESUMED_COUNTERS}
@@ -571,8 +591,9 @@ class Trainer:
         return float(loss.detach())
 
     def _record(self, result: TrainResult, best: _Best, step: int, epoch: float, loss: float,
-                val: Source, val_y: np.ndarray, n_labels: int) -> bool:
-        """Evaluate, keep the best state, and return True when early stopping says stop.
+                val: Source, val_y: np.ndarray, n_labels: int, average: WeightAverage) -> bool:
+        """Evaluate (the averaged weights when ``average`` is on), keep the best state, and return True when
+        early stopping says stop.
 
         Without validation data only the training loss is recorded, and the latest state counts as best.
         """
@@ -581,7 +602,9 @@ class Trainer:
             result.history.append(record)
             best.step, best.epoch = step, epoch
             return False
-        scores, logits = self.evaluate(val, val_y, n_labels)
+        with average.applied():
+            scores, logits = self.evaluate(val, val_y, n_labels)
+            state = _trainable_state(self.model)
         record.update({f"val_{k}": v for k, v in scores.items()})
         record["val_loss"] = self.validation_loss(logits, val_y)
         result.history.append(record)
@@ -591,7 +614,7 @@ class Trainer:
         # A tie on the selection metric (accuracy moves in steps of 1/rows) goes to the lower validation loss.
         if improved or (value == best.metric and record["val_loss"] < best.loss):
             best.metric, best.step, best.epoch, best.loss = value, step, epoch, record["val_loss"]
-            best.state, best.logits = _trainable_state(self.model), logits
+            best.state, best.logits = state, logits
         best.bad_evals = 0 if improved else best.bad_evals + 1
         # Every process scored the same gathered logits; rank 0's decision is the one all follow.
         stop = bool(distributed.broadcast(self.config.patience > 0 and best.bad_evals >= self.config.patience))
