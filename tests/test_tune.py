@@ -62,6 +62,14 @@ def test_search_space_defaults_file_ranges_and_pins(tmp_path: Path) -> None:
     assert space["epochs"].describe() == "1 .. 4" and space["target_modules"].choices == ("all", "query,value")
 
 
+def test_the_weight_averaging_settings_can_be_searched_from_a_file() -> None:
+    space = {p.name: p for p in search_space({"ema_decay": {"choices": [0, 0.995]},
+                                              "wise_alpha": {"low": 0.5, "high": 1.0}}, {})}
+    assert space["ema_decay"].describe() == "one of 0, 0.995" and space["ema_decay"].searched
+    assert space["wise_alpha"].describe() == "0.5 .. 1" and set(DEFAULT_SPACE) < set(space)
+    assert "ema_decay" not in {p.name for p in search_space(None, {})}  # not searched unless a file says so
+
+
 @pytest.mark.parametrize("entries, message", [
     ({"seed": {"low": 0, "high": 3}}, "'seed' cannot be searched"),
     ({"r": {"low": 2.5, "high": 8}}, "r takes whole numbers"),
@@ -72,6 +80,8 @@ def test_search_space_defaults_file_ranges_and_pins(tmp_path: Path) -> None:
     ({"r": {"min": 4}}, "unknown key(s) min"),
     ({"target_modules": {"low": 1, "high": 2}}, "takes choices, not a range"),
     ({"epochs": {"choices": [1, 0]}}, "epochs must be an integer >= 1, got 0"),
+    ({"ema_decay": {"low": 0.9, "high": 1.0}}, "ema_decay must be 'auto' or a number in [0, 1)"),
+    ({"wise_alpha": {"choices": [0.5, 2]}}, "wise_alpha must be a number in [0, 1]"),
 ])
 def test_bad_search_spaces_are_config_errors(entries: dict, message: str) -> None:
     with pytest.raises(ConfigError) as caught:

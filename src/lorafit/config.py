@@ -302,9 +302,10 @@ def selection_metric(config: TrainConfig) -> str:
 
 
 SEARCHABLE = {"learning_rate": float, "r": int, "lora_alpha": float, "lora_dropout": float, "epochs": int,
-              "target_modules": str}
+              "target_modules": str, "ema_decay": float, "wise_alpha": float}
 """The settings ``lorafit tune`` can search, and the type of their values (``target_modules``: ``"all"`` or
-comma-separated names such as ``"query,value"``)."""
+comma-separated names such as ``"query,value"``). The last three are searched only when a search space file
+names them."""
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
 """Database kinds of an Optuna RDB storage URL (``postgresql+psycopg2://...`` names a driver too)."""
 
