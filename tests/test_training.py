@@ -364,10 +364,11 @@ def test_evaluations_score_the_average_and_leave_training_untouched(tiny_model: 
         trainer, data = _trainer(tiny_model, epochs=3, patience=0, probe_init=False, ema_decay=decay)
         snapshots: list[dict] = []
         _scripted_evaluate(trainer, [0.5, 0.9, 0.4], snapshots)
+        start = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
         raw = _raw_weights_after_each_step(trainer)
         result = trainer.fit(*data)
-        runs[decay] = raw, snapshots, result, trainer
-    (plain, plain_evals, plain_result, _), (raw, evals, result, trainer) = runs[0.0], runs[0.7]
+        runs[decay] = raw, snapshots, result, trainer, start
+    (plain, plain_evals, plain_result, _, _), (raw, evals, result, trainer, start) = runs[0.0], runs[0.7]
     assert plain_result.ema_decay == 0.0 and result.ema_decay == 0.7
     for ours, theirs in zip(raw, plain, strict=True):  # the same trajectory, step for step
         for name in ours:
@@ -375,8 +376,14 @@ def test_evaluations_score_the_average_and_leave_training_untouched(tiny_model: 
     steps_per_epoch = len(raw) // 3
     for evaluated, snapshot in zip(plain_evals, (plain[steps_per_epoch * k - 1] for k in (1, 2, 3))):
         assert all(torch.equal(evaluated[n], snapshot[n]) for n in snapshot)  # off: the weights as trained
+    average = {n: v.clone() for n, v in start.items()}
+    for step, weights in enumerate(raw, 1):  # on: each evaluation scored the average at its step
+        average = {n: 0.7 * average[n] + 0.3 * weights[n] for n in average}
+        if step % steps_per_epoch == 0:
+            for name, value in evals[step // steps_per_epoch - 1].items():
+                torch.testing.assert_close(value, average[name])
     lora_b = [n for n in raw[0] if ".lora_B." in n]
-    assert all(not torch.equal(evals[1][n], raw[2 * steps_per_epoch - 1][n]) for n in lora_b)  # an average
+    assert all(not torch.equal(evals[1][n], raw[2 * steps_per_epoch - 1][n]) for n in lora_b)  # not the trained
     final = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert result.best_epoch == 2.0
     for name in final:  # the best evaluation's averaged weights are the ones kept
