@@ -56,9 +56,7 @@ class WeightAverage:
 
     def copy_to_model(self) -> None:
         """Replace the model's trainable weights by the average."""
-        with torch.no_grad():
-            for name, average in self.state.items():
-                self._params[name].copy_(average)
+        self._assign(self.state)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
@@ -71,6 +69,9 @@ class WeightAverage:
         try:
             yield
         finally:
-            with torch.no_grad():
-                for name, value in trained.items():
-                    self._params[name].copy_(value)
+            self._assign(trained)
+
+    def _assign(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, value in state.items():
+                self._params[name].copy_(value)

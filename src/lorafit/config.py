@@ -505,30 +505,28 @@ def parse_wise_alpha(value: float | str, probe_init: bool = True) -> float:
     return alpha
 
 
-def parse_ema_decay(value: float | str) -> float | str:
-    """``"auto"`` or a decay in [0, 1), from a flag value such as ``"auto"``, ``"0"`` or ``"0.999"``."""
+def _auto_or_fraction(name: str, value: float | str, zero: str) -> float | str:
+    """``"auto"`` or a number in [0, 1) from a flag value such as ``"auto"``, ``"0"`` or ``"0.2"``; ``zero``
+    says what 0 means, for the error message."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
-    message = f"ema_decay must be 'auto' or a number in [0, 1) (0: no averaging), got {value!r}"
+    message = f"{name} must be 'auto' or a number in [0, 1) (0: {zero}), got {value!r}"
     try:
-        decay = float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(message) from None
-    _check(0.0 <= decay < 1.0, message)
-    return decay
+    _check(0.0 <= number < 1.0, message)
+    return number
+
+
+def parse_ema_decay(value: float | str) -> float | str:
+    """``"auto"`` or a decay in [0, 1), from a flag value such as ``"auto"``, ``"0"`` or ``"0.999"``."""
+    return _auto_or_fraction("ema_decay", value, "no averaging")
 
 
 def parse_validation_fraction(value: float | str) -> float | str:
     """``"auto"`` or a fraction in [0, 1), from a flag value such as ``"auto"``, ``"0"`` or ``"0.2"``."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        fraction = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"validation_fraction must be 'auto' or a number in [0, 1), got {value!r}") from None
-    _check(0.0 <= fraction < 1.0, f"validation_fraction must be 'auto' or a number in [0, 1) "
-                                  f"(0: no validation split), got {value!r}")
-    return fraction
+    return _auto_or_fraction("validation_fraction", value, "no validation split")
 
 
 def resolve_validation_fraction(value: float | str, smallest_class: int) -> float:

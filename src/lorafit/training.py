@@ -602,19 +602,18 @@ class Trainer:
             result.history.append(record)
             best.step, best.epoch = step, epoch
             return False
-        with average.applied():
+        with average.applied():  # the weights in the model while evaluated are those a new best keeps
             scores, logits = self.evaluate(val, val_y, n_labels)
-            state = _trainable_state(self.model)
-        record.update({f"val_{k}": v for k, v in scores.items()})
-        record["val_loss"] = self.validation_loss(logits, val_y)
+            record.update({f"val_{k}": v for k, v in scores.items()})
+            record["val_loss"] = self.validation_loss(logits, val_y)
+            value = self.task.selection(scores, self.metric)
+            improved = value > best.metric
+            # A tie on the selection metric (accuracy moves in steps of 1/rows) goes to the lower validation loss.
+            if improved or (value == best.metric and record["val_loss"] < best.loss):
+                best.metric, best.step, best.epoch, best.loss = value, step, epoch, record["val_loss"]
+                best.state, best.logits = _trainable_state(self.model), logits
         result.history.append(record)
         self.callback.on_evaluate(record)
-        value = self.task.selection(scores, self.metric)
-        improved = value > best.metric
-        # A tie on the selection metric (accuracy moves in steps of 1/rows) goes to the lower validation loss.
-        if improved or (value == best.metric and record["val_loss"] < best.loss):
-            best.metric, best.step, best.epoch, best.loss = value, step, epoch, record["val_loss"]
-            best.state, best.logits = state, logits
         best.bad_evals = 0 if improved else best.bad_evals + 1
         # Every process scored the same gathered logits; rank 0's decision is the one all follow.
         stop = bool(distributed.broadcast(self.config.patience > 0 and best.bad_evals >= self.config.patience))
