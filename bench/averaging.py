@@ -3,7 +3,7 @@ average, or a uniform average over the last part of training, as in SWA) score b
 than the checkpoint lorafit keeps, for one training per seed?
 
 Trains with the given settings, and alongside the optimiser keeps, for every trainable weight (LoRA's A and
-B, the head), exponential moving averages at a few decays (started from the probe-initialised start) and
+B, the head), exponential moving averages at a few decays (started from the weights after the first step) and
 uniform averages over the last half and the last quarter of the steps. After training, each of them, the
 kept checkpoint and the last state are scored on the test data and on lorafit's validation holdout.
 
