@@ -51,14 +51,17 @@ def main() -> None:
         clf.save(os.path.join(tmp, "run"))
     wall = time.perf_counter() - t0
     t1 = time.perf_counter()
-    acc = float((pd.Series(clf.predict(test["text"].tolist())) == test["label"].values).mean())
+    scores = clf.evaluate(test["text"].tolist(), test["label"].tolist(), threshold=0)
+    acc = scores["accuracy"]
     m = clf.metrics_
     print(json.dumps({"tool": "lorafit", "settings": settings, "per_class": a.per_class, "seed_data": a.seed_data,
                       "train_rows": len(train), "total_wall_s": round(wall, 1),
                       "train_wall_s": round(m["train_wall_seconds"], 1), "prepare_s": round(m["prepare_seconds"], 1),
                       "train_samples_per_s": round(m["train_samples_per_second"], 1), "steps": m["steps"],
                       "best_step": m["best_step"], "val_accuracy": m["validation"].get("accuracy"),
-                      "test_accuracy": round(acc, 4), "predict_samples_per_s": round(len(test) / (time.perf_counter() - t1), 1),
+                      "test_accuracy": round(acc, 4), "test_ece": round(scores["ece"], 4),
+                      "test_ece_uncalibrated": round(scores["uncalibrated"]["ece"], 4),
+                      "temperature": clf.temperature, "predict_samples_per_s": round(len(test) / (time.perf_counter() - t1), 1),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                       "cached_layers": m["cached_layers"], "precision": m["precision"], "epochs": m["epochs"],
                       "mfu": round(m["mfu"], 3), "matmul_peak_gflops": round(m["matmul_peak_gflops"]),
