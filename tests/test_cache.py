@@ -193,3 +193,34 @@ def test_bottom_only_pass_caches_what_the_full_pass_caches(tiny_model: str) -> N
                                 pooling="mean")
     assert len(cache.bottom_model(model.encoder, 1).encoder.layer) == 1 and len(model.encoder.encoder.layer) == 2
     torch.testing.assert_close(bottom.states, full.states, atol=0, rtol=0)
+
+
+def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str) -> None:
+    """With LoRA on every block nothing is cached, and the probe's embeddings come from a pass of their own:
+    it too runs the base model (adapter branches off) and leaves LoRA switched on afterwards."""
+    from transformers import AutoModel
+
+    from lorafit.config import TrainConfig
+    from lorafit.training import Trainer
+
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform="all"), tiny_model)
+    assert model.split == 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.5)  # so that the adapter branches would show
+    texts, _ = make_texts(4, seed=7)
+    encoded = tokenize(tokenizer, texts, 64)
+    batch = collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch)
+    trainer = Trainer(model, TrainConfig(model=tiny_model, precision="fp32"), tokenizer.pad_token_id)
+    _, _, features = trainer.prepare(encoded, None, features_needed=True)
+    base = AutoModel.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        expected = pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
+        after = model(**batch)
+    np.testing.assert_allclose(features, expected, atol=1e-5)
+    torch.testing.assert_close(after, before, atol=0, rtol=0)

@@ -224,10 +224,13 @@ def test_bad_flag_value_is_a_one_line_config_error(cli_data: Path, tiny_model: s
     code, _, stderr = _main(capsys, _train_args(cli_data, tmp_path / "run", tiny_model, "--ema-decay", "1"))
     assert code == 1 and "ema_decay must be 'auto' or a number in [0, 1) (0: no averaging), got '1'" in stderr
     assert "Traceback" not in stderr and not (tmp_path / "run").exists()
+    code, _, stderr = _main(capsys, _train_args(cli_data, tmp_path / "run", tiny_model, "--epochs", "abc"))
+    assert code == 1 and "epochs must be 'auto' or an integer >= 1, got 'abc'" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args,hint", [(["train", "data.csv"], "--out"),
-                                       (["train", "d.csv", "--out", "o", "--epochs", "abc"], "--epochs"),
+                                       (["train", "d.csv", "--out", "o", "--batch-size", "abc"], "--batch-size"),
                                        (["no-such-command"], "no-such-command")])
 def test_usage_error_exits_2_with_usage(capsys: pytest.CaptureFixture, args: list[str], hint: str) -> None:
     code, _, stderr = _main(capsys, args)

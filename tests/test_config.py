@@ -24,6 +24,8 @@ from lorafit.errors import ConfigError
     (TrainConfig, {"pooling": "max"}, "pooling"),
     (TrainConfig, {"precision": "fp8"}, "precision"),
     (TrainConfig, {"epochs": 0}, "epochs"),
+    (TrainConfig, {"epochs": "often"}, "epochs"),
+    (TrainConfig, {"epochs": 1.5}, "epochs"),
     (TrainConfig, {"batch_size": 0}, "batch_size"),
     (TrainConfig, {"eval_batch_size": -1}, "eval_batch_size"),
     (TrainConfig, {"max_length": 2}, "max_length"),
@@ -114,3 +116,8 @@ def test_ema_decay_reads_flag_strings() -> None:
 def test_pad_to_multiple_of_reads_flag_strings() -> None:
     assert TrainConfig(pad_to_multiple_of="8").pad_to_multiple_of == 8
     assert TrainConfig(pad_to_multiple_of=" AUTO ").pad_to_multiple_of == "auto"
+
+
+def test_epochs_read_flag_strings() -> None:
+    assert TrainConfig().epochs == "auto" and TrainConfig(epochs=" AUTO ").epochs == "auto"
+    assert TrainConfig(epochs="3").epochs == 3 and TrainConfig(epochs=1).epochs == 1

@@ -177,6 +177,16 @@ def test_auto_layers_scale_with_depth(count: int, expected: list[int]) -> None:
     assert resolve_layers(BertModel(config), "auto") == expected
 
 
+def test_auto_layers_put_lora_on_every_block_on_large_data(encoder_and_tokenizer, tiny_model: str) -> None:
+    from lorafit.strategy import LARGE_DATA_ROWS
+
+    encoder, _ = encoder_and_tokenizer
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(), tiny_model, rows=LARGE_DATA_ROWS)
+    assert model.lora_settings.layers_to_transform == [0, 1]
+    assert model.split == 0 and model.frozen_blocks == 0  # nothing frozen below, so nothing cached
+    assert {n.split(".layer.")[1].split(".")[0] for n, _ in model.named_parameters() if ".lora_A." in n} == {"0", "1"}
+
+
 def test_layers_out_of_range_are_refused(encoder_and_tokenizer, tiny_model: str) -> None:
     encoder, _ = encoder_and_tokenizer
     with pytest.raises(ConfigError, match="2 blocks"):

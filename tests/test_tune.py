@@ -79,7 +79,7 @@ def test_the_weight_averaging_settings_can_be_searched_from_a_file() -> None:
     ({"r": [4, 8]}, 'write {"choices": [4, 8]}'),
     ({"r": {"min": 4}}, "unknown key(s) min"),
     ({"target_modules": {"low": 1, "high": 2}}, "takes choices, not a range"),
-    ({"epochs": {"choices": [1, 0]}}, "epochs must be an integer >= 1, got 0"),
+    ({"epochs": {"choices": [1, 0]}}, "epochs must be 'auto' or an integer >= 1, got 0"),
     ({"ema_decay": {"low": 0.9, "high": 1.0}}, "ema_decay must be 'auto' or a number in [0, 1)"),
     ({"wise_alpha": {"choices": [0.5, 2]}}, "wise_alpha must be a number in [0, 1]"),
 ])

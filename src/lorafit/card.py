@@ -90,6 +90,12 @@ def _averaging(metrics: dict) -> str:
     return f"weights an exponential moving average with decay {decay:.4g}, " if decay > 0 else ""
 
 
+def epochs_text(cfg: dict, metrics: dict) -> str:
+    """The epochs trained (``min_steps`` may have added some), and the setting when it was ``auto``."""
+    trained = metrics.get("epochs", cfg["epochs"])
+    return f"{trained} (auto)" if cfg["epochs"] == "auto" else str(trained)
+
+
 def model_card(manifest: dict, metrics: dict) -> str:
     """Markdown: data, labels, settings, metrics (with the data they were measured on), use and how to load."""
     labels = manifest["labels"]
@@ -124,7 +130,7 @@ calibration and the most confident mistakes.
 LoRA r={lora['r']}, lora_alpha={lora['lora_alpha']}, lora_dropout={lora['lora_dropout']}, bias={lora['bias']},
 target_modules={lora['target_modules'] or 'all linear layers of the encoder blocks'},
 layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
-epochs={cfg['epochs']}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
+epochs={epochs_text(cfg, metrics)}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
 max_length={cfg['max_length']}, seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
 {_averaging(metrics)}{_interpolation(cfg)}training precision {manifest.get('train_precision', '?')}{processes}, calibration temperature
 {manifest.get('calibration', {}).get('temperature', 1.0)}.

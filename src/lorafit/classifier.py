@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorafit import __version__, calibration, card, distributed, metrics
+from lorafit import __version__, calibration, card, distributed, metrics, strategy
 from lorafit.batching import pad_multiple
 from lorafit.checkpoint import Checkpoints, fingerprint
 from lorafit.config import SINGLE_LABEL, DataConfig, LoraSettings, TrainConfig, from_dict, \
@@ -253,7 +253,10 @@ class Classifier:
         self.base = {"name": cfg.model, "path": resolve_model(cfg.model), "hash": weights_hash(encoder)}
         torch.manual_seed(cfg.seed)  # LoRA's A matrices and the head are initialised from torch's RNG
         self.model = build_classifier(encoder, self.classes_, cfg.pooling, self.lora, self.base["path"],
-                                      cfg.cache_frozen)
+                                      cfg.cache_frozen, rows=len(train))
+        chosen = strategy.describe(self.lora.layers_to_transform, cfg.epochs, len(train))
+        if chosen:
+            _announce(chosen, callback)
         if callback:
             callback.on_phase("tokenize")
         train_enc = tokenize(self.tokenizer, train.texts, cfg.max_length)

@@ -140,8 +140,9 @@ class TrainConfig:
     decay; ``"auto"``: a time constant ``1 / (1 - decay)`` of a third of the planned steps, at most 200 (0.9947
     for BANKING77's 564 steps). On BANKING77 ``auto`` moved test accuracy by -0.13 to +0.29 points over five
     seeds (mean +0.10, ``bench/averaging.py``), so it is not on by default."""
-    epochs: int = 2
-    """Passes over the training data (early stopping may end sooner; ``min_steps`` may add passes)."""
+    epochs: int | str = "auto"
+    """Passes over the training data (early stopping may end sooner; ``min_steps`` may add passes). ``"auto"``:
+    2, or 1 from ``lorafit.strategy.LARGE_DATA_ROWS`` training rows on (see :mod:`lorafit.strategy`)."""
     min_steps: int = 200
     """At least this many optimisation steps: on small data the epochs are raised to reach it (a few
     hundred examples give a few steps per epoch), up to ``MIN_STEPS_MAX_EPOCHS`` epochs in all (a
@@ -222,7 +223,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(bool(self.model), "model must not be empty; use 'minilm', a model directory or a hub id")
         _check(self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        _check(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
+        self.epochs = parse_epochs(self.epochs)
         for name in ("batch_size", "eval_batch_size"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
@@ -467,6 +468,14 @@ def parse_max_length(value: int | str) -> int | str:
     value = _auto_or_int(value)
     _check(value == "auto" or (_is_int(value) and value >= 4),
            f"max_length must be 'auto' or an integer of at least 4 tokens, got {value!r}")
+    return value
+
+
+def parse_epochs(value: int | str) -> int | str:
+    """``"auto"`` or a number of passes >= 1, from a flag value such as ``"auto"`` or ``"3"``."""
+    value = _auto_or_int(value)
+    _check(value == "auto" or (_is_int(value) and value >= 1),
+           f"epochs must be 'auto' or an integer >= 1, got {value!r}")
     return value
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from lorafit.config import LoraSettings
 from lorafit.errors import ConfigError, ModelError, RunDirError
 from lorafit.modeling_lorafit import pool  # one pooling rule for training, inference and exports
+from lorafit.strategy import auto_layers
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +219,9 @@ def attach_head(encoder: nn.Module, num_labels: int) -> None:
     nn.init.zeros_(encoder.classifier.bias)
 
 
-def resolve_layers(encoder: nn.Module, layers: list[int] | str | None) -> list[int] | None:
-    """The blocks that get LoRA: ``"auto"`` is the top third (at least one) of the encoder's blocks.
+def resolve_layers(encoder: nn.Module, layers: list[int] | str | None, rows: int = 0) -> list[int] | None:
+    """The blocks that get LoRA: ``"auto"`` chooses by the ``rows`` of training data
+    (:func:`lorafit.strategy.auto_layers`: the top third, or every block on large data).
 
     Out-of-range indices are a ConfigError naming the number of blocks.
     """
@@ -228,10 +230,7 @@ def resolve_layers(encoder: nn.Module, layers: list[int] | str | None) -> list[i
     found = block_list(encoder)
     count = len(getattr(found[0], found[1])) if found else getattr(encoder.config, "num_hidden_layers", None)
     if layers == "auto":
-        if not found or not count:
-            return None
-        top = max(1, -(-count // 3))
-        return list(range(count - top, count))
+        return auto_layers(count, rows) if found and count else None
     if layers is not None and count and max(layers) >= count:
         raise ConfigError(f"layers_to_transform {layers} is out of range: the model has {count} blocks "
                           f"(0-{count - 1})")
@@ -239,14 +238,15 @@ def resolve_layers(encoder: nn.Module, layers: list[int] | str | None) -> list[i
 
 
 def build_classifier(encoder: nn.Module, labels: list[str], pooling: str, settings: LoraSettings,
-                     base_reference: str, cache_frozen: bool = True) -> LoraClassifier:
+                     base_reference: str, cache_frozen: bool = True, rows: int = 0) -> LoraClassifier:
     """Wrap ``encoder`` with LoRA and a head for ``labels``; only LoRA and head parameters train.
 
-    With ``cache_frozen``, the frozen blocks below the lowest LoRA block are marked for caching.
+    With ``cache_frozen``, the frozen blocks below the lowest LoRA block are marked for caching. ``rows``:
+    the training rows, which ``layers_to_transform="auto"`` chooses by.
     """
     from peft import get_peft_model
 
-    settings = replace(settings, layers_to_transform=resolve_layers(encoder, settings.layers_to_transform))
+    settings = replace(settings, layers_to_transform=resolve_layers(encoder, settings.layers_to_transform, rows))
     _set_label_maps(encoder, labels)
     attach_head(encoder, len(labels))
     encoder.name_or_path = base_reference

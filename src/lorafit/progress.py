@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.markup import escape
 from rich.table import Table
 
+from lorafit.card import epochs_text
 from lorafit.datacheck import AUTO_QUANTILE, DataCheck
 from lorafit.tasks import format_metric
 from lorafit.training import Callback
@@ -311,7 +312,7 @@ def info_table(manifest: dict, metrics: dict) -> Table:
                       if manifest.get("text_pairs") else f"text: {manifest.get('text_column')}"),
             ("LoRA", f"r={lora['r']} alpha={lora['lora_alpha']} dropout={lora['lora_dropout']} "
                      f"targets={lora['target_modules'] or 'all linear'}"),
-            ("training", f"epochs={cfg['epochs']} batch={cfg['batch_size']} lr={cfg['learning_rate']} "
+            ("training", f"epochs={epochs_text(cfg, metrics)} batch={cfg['batch_size']} lr={cfg['learning_rate']} "
                          f"precision={manifest.get('train_precision')} processes={manifest.get('world_size', 1)}"),
             ("task", manifest.get("task", "single_label_classification")),
             ("validation", ", ".join(f"{k} {format_metric(k, v)}" for k, v in val.items()) or "-"),

@@ -25,7 +25,7 @@ from lorafit.batching import bucketed_batches, pad_multiple
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
 from lorafit.errors import RunDirError
-from lorafit.cache import build_cache
+from lorafit.cache import adapters_off, build_cache
 from lorafit.dropout import use_fast_dropout
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
     restore_rng, rng_snapshot
@@ -34,6 +34,7 @@ from lorafit.memory import bound_heap, peak_memory_mb, release_free_memory
 from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
 from lorafit.models import LoraClassifier, count_parameters
 from lorafit.probe import init_head
+from lorafit.strategy import resolve_epochs
 from lorafit.tasks import SingleLabel
 
 logger = logging.getLogger(__name__)
@@ -304,7 +305,10 @@ class Trainer:
         val_pad = pad_multiple(self.config.pad_to_multiple_of, INFERENCE_PRECISION, self.device)
         if not split:
             train_src = Source(train.lengths, token_batches(train, self.pad_id, train_pad))
-            features = self._run(train_src, self.precision, method="embed") if features_needed else None
+            features = None
+            if features_needed:  # the probe's embeddings: the base model's, as LoRA's B starts at zero
+                with adapters_off(self.model.encoder):
+                    features = self._run(train_src, self.precision, method="embed")
             val_src = Source(val.lengths, token_batches(val, self.pad_id, val_pad)) if val is not None else None
             return train_src, val_src, features
         self.callback.on_phase("cache")
@@ -358,9 +362,10 @@ class Trainer:
         result.prepare_seconds = time.perf_counter() - wall
         result.matmul_peak_gflops = matmul_peak_gflops(self.precision, self.device)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        result.epochs = max(cfg.epochs, min(math.ceil(cfg.min_steps / steps_per_epoch), MIN_STEPS_MAX_EPOCHS))
-        if result.epochs > cfg.epochs:
-            message = (f"{result.epochs} epochs instead of {cfg.epochs}: {len(train)} rows make {steps_per_epoch} "
+        epochs = resolve_epochs(cfg.epochs, len(train))
+        result.epochs = max(epochs, min(math.ceil(cfg.min_steps / steps_per_epoch), MIN_STEPS_MAX_EPOCHS))
+        if result.epochs > epochs:
+            message = (f"{result.epochs} epochs instead of {epochs}: {len(train)} rows make {steps_per_epoch} "
                        f"step(s) per epoch, and min_steps is {cfg.min_steps} (at most {MIN_STEPS_MAX_EPOCHS} epochs)")
             self.callback.on_info(message)
             logger.info(message)
