@@ -133,35 +133,42 @@ def test_every_trainable_parameter_trains_with_caching(tiny_model: str, syntheti
     assert not frozen_but_trainable, frozen_but_trainable[:3]
 
 
-def test_cache_pass_yields_the_base_embeddings_for_the_probe(tiny_model: str) -> None:
-    """With LoRA still the identity, the one cache pass also gives the base model's pooled embeddings."""
+def _base_embeddings(tiny_model: str, batch: dict) -> np.ndarray:
+    """The plain base model's mean-pooled output for ``batch`` (no peft, no LoRA)."""
     from transformers import AutoModel
 
+    base = AutoModel.from_pretrained(tiny_model).eval()
+    with torch.no_grad():
+        return pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
+
+
+def _perturb_lora_b(model: torch.nn.Module, seed: int = 4) -> None:
+    """Give every LoRA B matrix seeded random values, so that the adapter branches change the output."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+
+
+def test_cache_pass_yields_the_base_embeddings_for_the_probe(tiny_model: str) -> None:
+    """With LoRA still the identity, the one cache pass also gives the base model's pooled embeddings."""
     encoder, tokenizer = load_encoder(tiny_model)
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
     texts, _ = make_texts(4, seed=5)
     encoded = tokenize(tokenizer, texts, 64)
     _, features = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "fp32",
                                     torch.device("cpu"), pooling="mean")
-    base = AutoModel.from_pretrained(tiny_model).eval()
     batch = collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
-    with torch.no_grad():
-        expected = pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
-    np.testing.assert_allclose(features, expected, atol=1e-5)
+    np.testing.assert_allclose(features, _base_embeddings(tiny_model, batch), atol=1e-5)
 
 
 def test_cache_pass_runs_the_base_model_and_leaves_lora_as_it_was(tiny_model: str) -> None:
     """The pass switches the adapter branches off (faster; the cache and the probe want the base model's
     output) and back on: trained LoRA weights, their requires_grad flags and the model's output are unchanged."""
-    from transformers import AutoModel
-
     encoder, tokenizer = load_encoder(tiny_model)
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[0, 1]), tiny_model)
-    torch.manual_seed(4)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.add_(torch.randn_like(p) * 0.5)
+    _perturb_lora_b(model)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     texts, _ = make_texts(4, seed=6)
     encoded = tokenize(tokenizer, texts, 64)
@@ -171,9 +178,8 @@ def test_cache_pass_runs_the_base_model_and_leaves_lora_as_it_was(tiny_model: st
         before = model(**batch)
     cached, features = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "fp32",
                                          torch.device("cpu"), pooling="mean")
-    base = AutoModel.from_pretrained(tiny_model).eval()
+    expected = _base_embeddings(tiny_model, batch)
     with torch.no_grad():
-        expected = pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
         after = model(**batch)
     np.testing.assert_allclose(features, expected, atol=1e-5)
     assert not np.allclose(features, pool(model.encoder(**batch).last_hidden_state, batch["attention_mask"],
@@ -198,18 +204,13 @@ def test_bottom_only_pass_caches_what_the_full_pass_caches(tiny_model: str) -> N
 def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str) -> None:
     """With LoRA on every block nothing is cached, and the probe's embeddings come from a pass of their own:
     it too runs the base model (adapter branches off) and leaves LoRA switched on afterwards."""
-    from transformers import AutoModel
-
     from lorafit.config import TrainConfig
     from lorafit.training import Trainer
 
     encoder, tokenizer = load_encoder(tiny_model)
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform="all"), tiny_model)
     assert model.split == 0
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.add_(torch.randn_like(p) * 0.5)  # so that the adapter branches would show
+    _perturb_lora_b(model)  # so that the adapter branches would show
     texts, _ = make_texts(4, seed=7)
     encoded = tokenize(tokenizer, texts, 64)
     batch = collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
@@ -218,9 +219,8 @@ def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str) -> None:
         before = model(**batch)
     trainer = Trainer(model, TrainConfig(model=tiny_model, precision="fp32"), tokenizer.pad_token_id)
     _, _, features = trainer.prepare(encoded, None, features_needed=True)
-    base = AutoModel.from_pretrained(tiny_model).eval()
+    expected = _base_embeddings(tiny_model, batch)
     with torch.no_grad():
-        expected = pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
         after = model(**batch)
     np.testing.assert_allclose(features, expected, atol=1e-5)
     torch.testing.assert_close(after, before, atol=0, rtol=0)
