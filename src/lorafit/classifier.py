@@ -22,6 +22,7 @@ from lorafit.inference import INFERENCE_PRECISION, check_inference_precision, fo
     sigmoid, softmax, token_batches
 from lorafit.label_examples import add_label_examples, announcement
 from lorafit.models import build_classifier, load_base, load_classifier, load_encoder, resolve_model, weights_hash
+from lorafit.overlap import move_contained
 from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
     write_atomically, write_json
 from lorafit.report import PREDICTIONS_CSV, REPORT_DIR, Predictions, write_run_report
@@ -210,8 +211,9 @@ class Classifier:
 
     def _holdout(self, data: LabeledData, callback: Callback | None) -> tuple[LabeledData, LabeledData | None]:
         """A seeded validation split (stratified for single-label, random for the other tasks), or none
-        (``validation_fraction`` 0, or ``auto`` on small classes); the count of dropped rows stays with the
-        training part."""
+        (``validation_fraction`` 0, or ``auto`` on small classes). With ``validation_overlap="move"`` the held-out
+        rows whose text the training part already holds go back to training (:mod:`lorafit.overlap`). The count
+        of dropped rows stays with the training part."""
         smallest = self.task.holdout_rows(data.labels)
         fraction = resolve_validation_fraction(self.data_config.validation_fraction, smallest)
         if fraction == 0:
@@ -221,9 +223,18 @@ class Classifier:
             _announce(message, callback)
             return data, None
         train_index, val_index = self.task.split(data.labels, fraction, self.train_config.seed)
+        split = f"{self.task.split_kind} {fraction:.0%} split"
+        if self.data_config.validation_overlap == "move":
+            held = len(val_index)
+            train_index, val_index, overlap = move_contained(data.texts, train_index, val_index)
+            moved = held - len(val_index)
+            if len(overlap):
+                _announce(overlap.describe(held, moved), callback)
+            if moved:
+                split += f", less {moved} rows already in training texts"
         train, val = data.subset(train_index), data.subset(val_index)
         train.dropped_empty = data.dropped_empty
-        val.source = f"{data.source} ({self.task.split_kind} {fraction:.0%} split)"
+        val.source = f"{data.source} ({split})"
         return train, val
 
     def _fit(self, train: LabeledData, val: LabeledData | None, test: LabeledData | None,

@@ -41,6 +41,7 @@ def _names(value: str | None) -> list[str] | None:
 TrainFile = Annotated[Path, typer.Argument(help="Labeled training data: .csv, .tsv, .jsonl or .parquet.")]
 ValidationFile = Annotated[Optional[Path], typer.Option("--validation", help="Labeled validation file; default: a stratified split of TRAIN.")]
 TestFile = Annotated[Optional[Path], typer.Option("--test", help="Labeled test file, only checked for texts that also occur in TRAIN (leakage).")]
+ValidationOverlap = Annotated[str, typer.Option("--validation-overlap", help="Held-out rows whose text a training text already holds (itself or inside a longer one): move (to training) or keep.")]
 ValidationFraction = Annotated[str, typer.Option("--validation-fraction", help="Share of each class held out when no --validation is given; 0: none (train on all rows, keep the last state); auto: 0.1 if every class has >= 20 rows, else 0.")]
 TextColumn = Annotated[str, typer.Option("--text-column", help="Column holding the text.")]
 LabelColumn = Annotated[str, typer.Option("--label-column", help="Column holding the label.")]
@@ -82,6 +83,7 @@ def train(
     validation: ValidationFile = None,
     test: TestFile = None,
     validation_fraction: ValidationFraction = _default(DataConfig, "validation_fraction"),
+    validation_overlap: ValidationOverlap = _default(DataConfig, "validation_overlap"),
     text_column: TextColumn = _default(DataConfig, "text_column"),
     label_column: LabelColumn = _default(DataConfig, "label_column"),
     text_pair_column: TextPairColumn = None,
@@ -156,7 +158,7 @@ def train(
                      layers_to_transform=layers_to_transform,
                      use_rslora=use_rslora, use_dora=use_dora),
         DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
-                   empty_texts=empty_texts, text_pair_column=text_pair_column, label_delimiter=label_delimiter))
+                   validation_overlap=validation_overlap, empty_texts=empty_texts, text_pair_column=text_pair_column, label_delimiter=label_delimiter))
     Classifier.check_output(out_dir, overwrite)
     main = distributed.is_main()
     checkpoints = check_fresh_start(checkpoint_dir(out_dir), resume, overwrite, remove=main)
@@ -191,6 +193,7 @@ def tune(
     validation: ValidationFile = None,
     test: Annotated[Optional[Path], typer.Option("--test", help="Labeled test file: checked for leakage, and the best run is evaluated on it at the end (only the best).")] = None,
     validation_fraction: ValidationFraction = _default(DataConfig, "validation_fraction"),
+    validation_overlap: ValidationOverlap = _default(DataConfig, "validation_overlap"),
     text_column: TextColumn = _default(DataConfig, "text_column"),
     label_column: LabelColumn = _default(DataConfig, "label_column"),
     text_pair_column: TextPairColumn = None,
@@ -232,7 +235,8 @@ def tune(
                                   task=_task(task, multi_label), label_examples=label_examples,
                                   label_template=label_template),
                       data=DataConfig(text_column=text_column, label_column=label_column,
-                                      validation_fraction=validation_fraction, text_pair_column=text_pair_column,
+                                      validation_fraction=validation_fraction,
+                                      validation_overlap=validation_overlap, text_pair_column=text_pair_column,
                                       label_delimiter=label_delimiter))
     metric = selection_metric(base.train_config)
     try:
@@ -518,6 +522,7 @@ def inspect(
     validation: ValidationFile = None,
     test: TestFile = None,
     validation_fraction: ValidationFraction = _default(DataConfig, "validation_fraction"),
+    validation_overlap: ValidationOverlap = _default(DataConfig, "validation_overlap"),
     text_column: TextColumn = _default(DataConfig, "text_column"),
     label_column: LabelColumn = _default(DataConfig, "label_column"),
     text_pair_column: TextPairColumn = None,
@@ -534,7 +539,8 @@ def inspect(
 
     clf = Classifier(TrainConfig(task=_task(task, multi_label), model=model, max_length=max_length, seed=seed),
                      data=DataConfig(text_column=text_column, label_column=label_column,
-                                     validation_fraction=validation_fraction, text_pair_column=text_pair_column,
+                                     validation_fraction=validation_fraction,
+                                     validation_overlap=validation_overlap, text_pair_column=text_pair_column,
                                      label_delimiter=label_delimiter))
     for item in data_check_renderables(clf.inspect_files(train_file, validation, test)):
         out.print(item)

@@ -53,6 +53,11 @@ class DataConfig:
     file is given; ``0`` trains on every row for the full step budget and keeps the last state;
     ``"auto"``: ``0.1`` when every class has at least ``AUTO_VALIDATION_MIN_ROWS`` rows, else ``0``
     (with a few examples per class a held-out row teaches more than it measures)."""
+    validation_overlap: str = "move"
+    """What the holdout does with the validation rows whose text the training part already holds, as itself or
+    inside a longer text (data built from overlapping texts, such as SST-2's phrases cut from its sentences):
+    ``move`` them into training, or ``keep`` them held out (see :mod:`lorafit.overlap`). A ``--validation``
+    file is not changed."""
     empty_texts: str = "drop"
     """What to do with empty or whitespace-only texts: ``drop`` them (counted, with a warning) or ``error``."""
     label_delimiter: str = "|"
@@ -74,6 +79,8 @@ class DataConfig:
                f"label_delimiter must be a non-empty string without surrounding spaces, brackets, quotes or line "
                f"breaks (e.g. '|' or ','), got {self.label_delimiter!r}")
         self.validation_fraction = parse_validation_fraction(self.validation_fraction)
+        _check(self.validation_overlap in ("move", "keep"),
+               f"validation_overlap must be 'move' or 'keep', got {self.validation_overlap!r}")
         _check(self.empty_texts in ("drop", "error"),
                f"empty_texts must be 'drop' or 'error', got {self.empty_texts!r}")
 
