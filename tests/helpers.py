@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lorafit.training import Callback
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # Each class has its own words, so labels are learnable from the words alone.
@@ -123,3 +125,13 @@ def run_main(capsys, args: list[str]) -> tuple[int, str]:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     return code, capsys.readouterr().err
+
+
+class Infos(Callback):
+    """A training callback that keeps what lorafit announces (``on_info``)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def on_info(self, message: str) -> None:
+        self.messages.append(message)

@@ -13,27 +13,16 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_TRAIN
-from helpers import LABELS, make_texts, run_main, write_table
+from helpers import LABELS, Infos, make_texts, run_main, write_table
 from lorafit import Classifier, ConfigError, TrainConfig
 from lorafit.cli import app
 from lorafit.config import AUTO_LABEL_EXAMPLES, MULTI_LABEL, REGRESSION, SINGLE_LABEL, resolve_label_examples
 from lorafit.data import LabeledData
 from lorafit.label_examples import add_label_examples, label_text
-from lorafit.training import Callback
 
 runner = CliRunner()
 FAST = {**TINY_TRAIN, "epochs": 1}
 TEMPLATED = "this sentence is"
-
-
-class Infos(Callback):
-    """A callback that keeps what lorafit announces."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def on_info(self, message: str) -> None:
-        self.messages.append(message)
 
 
 def _fit(tiny_model: str, texts: list, labels: list, validation: tuple | None = None, **settings: object):

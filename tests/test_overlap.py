@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import TINY_TRAIN
-from helpers import run_main, write_table
+from helpers import Infos, run_main, write_table
 from lorafit import Classifier, ConfigError
 from lorafit import overlap as overlap_module
 from lorafit.config import DataConfig
 from lorafit.overlap import contained, move_contained
-from lorafit.training import Callback
 
 
 def test_a_text_counts_as_contained_inside_a_training_text_on_word_boundaries() -> None:
@@ -67,17 +66,9 @@ def _phrases(n_sentences: int, seed: int) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-class _Infos(Callback):
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def on_info(self, message: str) -> None:
-        self.messages.append(message)
-
-
 def test_the_holdout_moves_contained_rows_to_training_and_says_so(tiny_model: str) -> None:
     texts, labels = _phrases(20, seed=3)  # 80 rows per class: 8 held out of each
-    infos = _Infos()
+    infos = Infos()
     moved = Classifier(model=tiny_model, **{**TINY_TRAIN, "epochs": 1}).fit(texts, labels, callback=infos)
     kept = Classifier(model=tiny_model, validation_overlap="keep", **{**TINY_TRAIN, "epochs": 1}).fit(texts, labels)
     assert kept.data_summary["validation"]["rows"] == 16

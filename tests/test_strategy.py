@@ -6,13 +6,12 @@ import json
 import pytest
 
 from conftest import TINY_TRAIN
-from helpers import make_texts
+from helpers import Infos, make_texts
 
 import lorafit.strategy as strategy
 from lorafit import Classifier
 from lorafit.strategy import LARGE_DATA_EPOCHS, LARGE_DATA_ROWS, SMALL_DATA_EPOCHS, auto_layers, describe, \
     resolve_epochs
-from lorafit.training import Callback
 
 
 @pytest.mark.parametrize("blocks, rows, expected", [
@@ -34,14 +33,6 @@ def test_describe_names_only_what_auto_changed() -> None:
     both = describe("auto", "auto", 45_000)
     assert "45,000 training rows" in both and "LoRA on every block and 1 epoch" in both and "--epochs" in both
     assert "every block" not in describe([4, 5], "auto", 45_000)
-
-
-class Infos(Callback):
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def on_info(self, message: str) -> None:
-        self.messages.append(message)
 
 
 def test_large_data_trains_every_block_for_one_epoch(tiny_model: str, tmp_path, monkeypatch) -> None:

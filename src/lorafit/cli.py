@@ -158,7 +158,8 @@ def train(
                      layers_to_transform=layers_to_transform,
                      use_rslora=use_rslora, use_dora=use_dora),
         DataConfig(text_column=text_column, label_column=label_column, validation_fraction=validation_fraction,
-                   validation_overlap=validation_overlap, empty_texts=empty_texts, text_pair_column=text_pair_column, label_delimiter=label_delimiter))
+                   validation_overlap=validation_overlap, empty_texts=empty_texts, text_pair_column=text_pair_column,
+                   label_delimiter=label_delimiter))
     Classifier.check_output(out_dir, overwrite)
     main = distributed.is_main()
     checkpoints = check_fresh_start(checkpoint_dir(out_dir), resume, overwrite, remove=main)
