@@ -142,6 +142,19 @@ def _base_embeddings(tiny_model: str, batch: dict) -> np.ndarray:
         return pool(base(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
 
 
+def _texts_batch(tokenizer, seed: int) -> tuple:
+    """Four made-up texts tokenised (``Encoded``) and collated into one padded batch of all of them."""
+    encoded = tokenize(tokenizer, make_texts(4, seed=seed)[0], 64)
+    return encoded, collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
+
+
+def _eval_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The model's logits for ``batch`` in eval mode, without gradients."""
+    model.eval()
+    with torch.no_grad():
+        return model(**batch)
+
+
 def _perturb_lora_b(model: torch.nn.Module, seed: int = 4) -> None:
     """Give every LoRA B matrix seeded random values, so that the adapter branches change the output."""
     torch.manual_seed(seed)
@@ -155,11 +168,9 @@ def test_cache_pass_yields_the_base_embeddings_for_the_probe(tiny_model: str) ->
     """With LoRA still the identity, the one cache pass also gives the base model's pooled embeddings."""
     encoder, tokenizer = load_encoder(tiny_model)
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
-    texts, _ = make_texts(4, seed=5)
-    encoded = tokenize(tokenizer, texts, 64)
+    encoded, batch = _texts_batch(tokenizer, seed=5)
     _, features = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "fp32",
                                     torch.device("cpu"), pooling="mean")
-    batch = collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
     np.testing.assert_allclose(features, _base_embeddings(tiny_model, batch), atol=1e-5)
 
 
@@ -170,17 +181,12 @@ def test_cache_pass_runs_the_base_model_and_leaves_lora_as_it_was(tiny_model: st
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[0, 1]), tiny_model)
     _perturb_lora_b(model)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    texts, _ = make_texts(4, seed=6)
-    encoded = tokenize(tokenizer, texts, 64)
-    batch = collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
-    model.eval()
-    with torch.no_grad():
-        before = model(**batch)
+    encoded, batch = _texts_batch(tokenizer, seed=6)
+    before = _eval_logits(model, batch)
     cached, features = cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "fp32",
                                          torch.device("cpu"), pooling="mean")
     expected = _base_embeddings(tiny_model, batch)
-    with torch.no_grad():
-        after = model(**batch)
+    after = _eval_logits(model, batch)
     np.testing.assert_allclose(features, expected, atol=1e-5)
     assert not np.allclose(features, pool(model.encoder(**batch).last_hidden_state, batch["attention_mask"],
                                           "mean").detach().numpy(), atol=1e-3)  # LoRA does change the output
@@ -211,16 +217,11 @@ def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str) -> None:
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform="all"), tiny_model)
     assert model.split == 0
     _perturb_lora_b(model)  # so that the adapter branches would show
-    texts, _ = make_texts(4, seed=7)
-    encoded = tokenize(tokenizer, texts, 64)
-    batch = collate(encoded, np.arange(len(encoded)), tokenizer.pad_token_id)
-    model.eval()
-    with torch.no_grad():
-        before = model(**batch)
+    encoded, batch = _texts_batch(tokenizer, seed=7)
+    before = _eval_logits(model, batch)
     trainer = Trainer(model, TrainConfig(model=tiny_model, precision="fp32"), tokenizer.pad_token_id)
     _, _, features = trainer.prepare(encoded, None, features_needed=True)
     expected = _base_embeddings(tiny_model, batch)
-    with torch.no_grad():
-        after = model(**batch)
+    after = _eval_logits(model, batch)
     np.testing.assert_allclose(features, expected, atol=1e-5)
     torch.testing.assert_close(after, before, atol=0, rtol=0)
