@@ -129,7 +129,7 @@ def test_every_trainable_parameter_trains_with_caching(tiny_model: str, syntheti
     clf.fit(*synthetic)
     frozen_but_trainable = [n for n, p in clf.model.named_parameters()
                             if p.requires_grad and ".layer.0." in n and "bias" in n
-                            and torch.equal(p.detach(), before[n.split("base_model.model.", 1)[-1]])]
+                            and torch.equal(p.detach().cpu(), before[n.split("base_model.model.", 1)[-1]])]
     assert not frozen_but_trainable, frozen_but_trainable[:3]
 
 
@@ -222,6 +222,6 @@ def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str) -> None:
     trainer = Trainer(model, TrainConfig(model=tiny_model, precision="fp32"), tokenizer.pad_token_id)
     _, _, features = trainer.prepare(encoded, None, features_needed=True)
     expected = _base_embeddings(tiny_model, batch)
-    after = _eval_logits(model, batch)
+    after = _eval_logits(model.cpu(), batch)  # the Trainer moved it to the GPU where there is one
     np.testing.assert_allclose(features, expected, atol=1e-5)
     torch.testing.assert_close(after, before, atol=0, rtol=0)

@@ -197,6 +197,6 @@ def test_embed_gives_unit_vectors_that_the_head_classifies(trained, synthetic_te
     assert vectors.shape == (len(texts), trained.model.encoder.config.hidden_size)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     head = trained.model.head.modules_to_save["default"]
-    logits = vectors @ head.weight.detach().numpy().T + head.bias.detach().numpy()
+    logits = vectors @ head.weight.detach().cpu().numpy().T + head.bias.detach().cpu().numpy()
     assert [trained.classes_[i] for i in logits.argmax(1)] == trained.predict(texts)
     assert trained.embed([]).shape == (0, vectors.shape[1])

@@ -29,7 +29,9 @@ PROBABILITY_TOLERANCE = 1e-5
 def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                "-m", "lorafit", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # on the CPUs (gloo) also where there is a GPU: two processes would need two GPUs
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -114,3 +116,26 @@ def test_sharded_prediction_matches_one_process(runs: dict, tmp_path: Path,
     assert [r["label"] for r in twos] == [r["label"] for r in ones]
     for a, b in zip(ones, twos):
         assert abs(a["score"] - b["score"]) < 1e-6
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_more_processes_than_gpus_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch, gpus: int) -> None:
+    """Under NCCL each process takes the GPU of its local rank: two processes on one GPU would stop with CUDA's
+    "invalid device ordinal". Every process refuses first, saying what to do; two GPUs are enough."""
+    import torch
+
+    from lorafit import distributed
+    from lorafit.errors import ConfigError
+
+    for name, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "LOCAL_RANK": "0", "RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if gpus == 1:
+        with pytest.raises(ConfigError, match=r"2 processes .* 1 CUDA GPU.*--nproc_per_node 1.*CUDA_VISIBLE_DEVICES="):
+            distributed.check_gpus()
+    else:
+        distributed.check_gpus()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: nothing to check
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    distributed.check_gpus()

@@ -12,6 +12,8 @@ import os
 import numpy as np
 import torch
 
+from lorafit.errors import ConfigError
+
 
 def world_size() -> int:
     """Processes started together by the launcher (1 without one)."""
@@ -23,10 +25,25 @@ def launched() -> bool:
     return world_size() > 1
 
 
+def check_gpus() -> None:
+    """Refuse, with a message, more processes on this machine than it has GPUs: under NCCL each process takes
+    the GPU of its local rank, and CUDA's own answer ("invalid device ordinal") names neither cause nor fix."""
+    if not launched() or not torch.cuda.is_available():
+        return
+    local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")) + 1)
+    gpus = torch.cuda.device_count()
+    if local > gpus:  # every process on this machine says so, not only those without a GPU
+        raise ConfigError(f"{local} processes were started on this machine but it has {gpus} CUDA GPU(s), and "
+                          "each process trains on a GPU of its own; start at most one process per GPU "
+                          f"(--nproc_per_node {gpus}), or hide the GPUs (CUDA_VISIBLE_DEVICES=) to run every "
+                          "process on the CPU")
+
+
 def state():
     """Accelerate's process state (it joins the process group the first time; later calls share it)."""
     from accelerate import PartialState
 
+    check_gpus()
     return PartialState(cpu=not torch.cuda.is_available())
 
 

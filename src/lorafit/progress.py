@@ -320,7 +320,7 @@ def info_table(manifest: dict, metrics: dict) -> Table:
                            f"{metrics.get('train_samples_per_second', 0):.1f} samples/s"),
             ("versions", ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()))]
     table.add_column()
-    table.add_column()
+    table.add_column(overflow="fold")  # long paths wrap in the cell, never cut (a pipe gets 80 columns)
     for key, value in rows:
         table.add_row(key, value)
     return table

@@ -246,6 +246,7 @@ class Trainer:
         cuda = torch.cuda.is_available()
         self.precision = resolve_precision(config.precision, torch.device("cuda" if cuda else "cpu"))
         # lorafit's precision decides, not `accelerate launch --mixed_precision` (autocast is ours, see _step)
+        distributed.check_gpus()
         self.accelerator = Accelerator(cpu=not cuda, mixed_precision="no")
         self.device = self.accelerator.device
         # fp16 gradients underflow without loss scaling; for other precisions the scaler is a no-op. (Not
@@ -485,8 +486,8 @@ class Trainer:
         probe; a resumed run reads them from its checkpoint). Empty when ``wise_alpha`` is 1."""
         if self.config.wise_alpha >= 1.0:
             return {}
-        if resumed is not None:
-            return {k: v.clone() for k, v in resumed.group("start").items()}
+        if resumed is not None:  # read to the CPU: on a GPU it must join the weights there
+            return {k: v.to(self.device, copy=True) for k, v in resumed.group("start").items()}
         return {k: v for k, v in _trainable_state(self.model).items() if _interpolated(k)}
 
     def _interpolate(self, start: dict[str, torch.Tensor], result: TrainResult, val: Source | None,
