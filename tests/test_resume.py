@@ -259,3 +259,28 @@ def test_sigkill_mid_epoch_then_resume(tiny_model: str, tmp_path: Path, capsys: 
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (out, reference)]
     assert metrics[0]["validation"] == metrics[1]["validation"]
     assert metrics[0]["best_step"] == metrics[1]["best_step"]
+
+
+def test_resume_keeps_the_fp16_loss_scale(tiny_model: str, data, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp16 training multiplies the loss by a scale that GradScaler grows, and halves after an overflow (that
+    step is skipped). A resumed run carries on with the checkpoint's scale, so it skips the same steps and ends
+    where the uninterrupted run does. fp16 runs here on the CPU, where lorafit refuses it only for speed; the
+    scale grows at every step, so overflows (and a lost scale) show within a short run."""
+    scalers, real = [], torch.amp.GradScaler
+
+    def scaler(device: str, enabled: bool) -> torch.amp.GradScaler:
+        scalers.append(real(device, growth_interval=1, enabled=enabled))
+        return scalers[-1]
+
+    monkeypatch.setattr("lorafit.training.resolve_precision", lambda precision, device: precision)
+    monkeypatch.setattr("lorafit.training.matmul_peak_gflops", lambda *args: 1.0)
+    monkeypatch.setattr(torch.amp, "GradScaler", scaler)
+    reference, _ = _fit(tiny_model, data, precision="fp16")
+    final_scale = scalers[-1].get_scale()
+    assert final_scale < 2.0 ** 16 * 2 ** reference.metrics_["steps"]  # some step overflowed and was skipped
+    checkpoints = tmp_path / "run.partial"
+    _interrupt(tiny_model, data, checkpoints, 10, precision="fp16")
+    resumed, _ = _fit(tiny_model, data, checkpoints, resume=True, precision="fp16")
+    assert scalers[-1].get_scale() == final_scale
+    _assert_same(resumed, reference)

@@ -528,7 +528,8 @@ class Trainer:
         info = {"optimizer": groups, "scheduler": scheduler.state_dict(), "python_rng": python_rng,
                 "best": {"metric": best.metric, "step": best.step, "epoch": best.epoch, "bad_evals": best.bad_evals,
                          "loss": best.loss},
-                "result": {**counters, "train_seconds": elapsed}, "loop": {"seen": loop.seen, "losses": loop.losses}}
+                "result": {**counters, "train_seconds": elapsed}, "loop": {"seen": loop.seen, "losses": loop.losses},
+                "scaler": self.scaler.state_dict()}  # fp16's loss scale and growth counter ({} otherwise)
         self.checkpoints.save(TrainingState(loop.step, epoch, position, epoch_rng, tensors, info))
 
     def _resume(self, state: TrainingState, optimizer, scheduler, best: "_Best", result: TrainResult,
@@ -540,6 +541,8 @@ class Trainer:
                 params[name].copy_(value)
         load_optimizer(optimizer, state)
         scheduler.load_state_dict(state.info["scheduler"])
+        if self.scaler.is_enabled() and state.info.get("scaler"):  # older checkpoints: a fresh scale, as before
+            self.scaler.load_state_dict(state.info["scaler"])
         saved = state.info["best"]
         best.metric, best.step, best.epoch, best.bad_evals = (saved["metric"], saved["step"], saved["epoch"],
                                                               saved["bad_evals"])
