@@ -111,7 +111,8 @@ def test_inspect_cli_prints_the_summary_and_warnings(tiny_model: str, tmp_path: 
     assert "max_length 16 (auto" in flat
     assert "1 training row(s) repeat a text" in flat
     assert "leakage: 1 test text(s)" in flat
-    assert "validation" not in flat.split("rows per label")[0]  # --validation-fraction 0: no validation split
+    assert "no validation data (validation_fraction=0.0" in flat  # said as `train` says it
+    assert "│ validation │" not in result.output  # --validation-fraction 0: no validation split
 
 
 def test_inspect_cli_holds_out_validation_like_train(tiny_model: str, train_csv: Path) -> None:

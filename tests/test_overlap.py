@@ -9,13 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from conftest import TINY_TRAIN
 from helpers import Infos, run_main, write_table
 from lorafit import Classifier, ConfigError
 from lorafit import overlap as overlap_module
+from lorafit.cli import app
 from lorafit.config import DataConfig
 from lorafit.overlap import contained, move_contained
+
+runner = CliRunner()
 
 
 def test_a_text_counts_as_contained_inside_a_training_text_on_word_boundaries() -> None:
@@ -95,6 +99,11 @@ def test_cli_validation_overlap_reaches_the_run_and_bad_values_are_one_line_erro
     assert code == 0, err
     manifest = json.loads((tmp_path / "run" / "lorafit.json").read_text())
     assert manifest["data_config"]["validation_overlap"] == "keep" and manifest["data"]["validation"]["rows"] == 16
+    inspect = runner.invoke(app, ["inspect", str(data), "--model", tiny_model])  # says what train would say
+    assert inspect.exit_code == 0, inspect.output
+    flat = " ".join(inspect.output.split())
+    assert "of 16 validation rows hold a text equal to or inside a training text; moved them" in flat
+    assert flat.index("moved them") < flat.index("rows per label")
     code, err = run_main(capsys, [*common, "--out", str(tmp_path / "bad"), "--validation-overlap", "drop"])
     assert code == 1 and "validation_overlap must be 'move' or 'keep', got 'drop'" in " ".join(err.split())
     assert "Traceback" not in err

@@ -173,16 +173,17 @@ class Classifier:
         return self._fit(*self._read_files(train_path, validation_path, test_path, callback), callback=callback)
 
     def inspect_files(self, train_path: str | Path, validation_path: str | Path | None = None,
-                      test_path: str | Path | None = None) -> DataCheck:
+                      test_path: str | Path | None = None, callback: Callback | None = None) -> DataCheck:
         """The checks ``fit_files`` runs before training (:func:`lorafit.datacheck.check_data`), without training.
 
-        The validation data is the file, or the split ``fit_files`` would hold out; the tokenizer is the
-        base model's, so token lengths and ``max_length="auto"`` come out as in training.
+        The validation data is the file, or the split ``fit_files`` would hold out (``callback.on_info`` hears
+        what the holdout says, as in ``fit_files``); the tokenizer is the base model's, so token lengths and
+        ``max_length="auto"`` come out as in training.
 
         Example:
             >>> Classifier().inspect_files("train.csv", test_path="test.csv").warnings  # doctest: +SKIP
         """
-        train, val, test = self._read_files(train_path, validation_path, test_path, None)
+        train, val, test = self._read_files(train_path, validation_path, test_path, callback)
         encoder, self.tokenizer = load_encoder(self.train_config.model, self.train_config.trust_remote_code)
         self._check_data(train, val, test, encoder.config, None)
         return self.data_check

@@ -536,14 +536,16 @@ def inspect(
 ) -> None:
     """The data summary and warnings `lorafit train` prints first, without training."""
     from lorafit import Classifier
-    from lorafit.progress import data_check_renderables
+    from lorafit.progress import RichCallback, data_check_renderables
 
     clf = Classifier(TrainConfig(task=_task(task, multi_label), model=model, max_length=max_length, seed=seed),
                      data=DataConfig(text_column=text_column, label_column=label_column,
                                      validation_fraction=validation_fraction,
                                      validation_overlap=validation_overlap, text_pair_column=text_pair_column,
                                      label_delimiter=label_delimiter))
-    for item in data_check_renderables(clf.inspect_files(train_file, validation, test)):
+    # what the holdout says (rows moved back to training, or no holdout at all) comes first, as in `train`
+    check = clf.inspect_files(train_file, validation, test, callback=RichCallback(out, enabled=False))
+    for item in data_check_renderables(check):
         out.print(item)
 
 
