@@ -162,6 +162,14 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``state`` (a :func:`_trainable_state`, on any device) into the model's parameters."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
 def _interpolated(name: str) -> bool:
     """Whether WiSE interpolation moves this trainable parameter: all but LoRA's A matrices, whose update is
     scaled through B (``B`` starts at zero, so ``alpha * B @ A`` is ``alpha`` times LoRA's change)."""
@@ -535,10 +543,7 @@ class Trainer:
     def _resume(self, state: TrainingState, optimizer, scheduler, best: "_Best", result: TrainResult,
                 loop: "_Loop") -> None:
         """Put the model, optimizer, scheduler, early stopping and counters back as ``state`` holds them."""
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state.group("trainable").items():
-                params[name].copy_(value)
+        _load_state(self.model, state.group("trainable"))
         load_optimizer(optimizer, state)
         scheduler.load_state_dict(state.info["scheduler"])
         if self.scaler.is_enabled() and state.info.get("scaler"):  # older checkpoints: a fresh scale, as before
@@ -634,10 +639,7 @@ class Trainer:
 
     def _restore(self, best: _Best, result: TrainResult) -> None:
         if best.state:
-            params = dict(self.model.named_parameters())
-            with torch.no_grad():
-                for name, value in best.state.items():
-                    params[name].copy_(value)
+            _load_state(self.model, best.state)
         # best.metric is the maximised value: negated back for metrics where lower is better
         result.best_metric = self.task.selection({self.metric: best.metric}, self.metric) if best.state else None
         result.val_logits = best.logits
