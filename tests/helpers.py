@@ -135,3 +135,36 @@ class Infos(Callback):
 
     def on_info(self, message: str) -> None:
         self.messages.append(message)
+
+
+def adapter_weights(run: Path) -> dict:
+    """The LoRA and head tensors a run directory saved (``adapter_model.safetensors``)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run) / "adapter_model.safetensors"))
+
+
+def kill_after_checkpoint(command: list[str], out: Path, step: int, timeout: float = 120) -> int:
+    """Start ``command`` (a `lorafit train ... --out OUT` process, or a launcher of several) in a session of
+    its own, SIGKILL the whole session once the checkpoint of ``step`` is complete, and return the newest
+    checkpoint's step."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from lorafit.checkpoint import CHECKSUMS, checkpoint_dir
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "CUDA_VISIBLE_DEVICES": ""}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not (checkpoint_dir(out) / f"step-{step:08d}" / CHECKSUMS).is_file():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not out.exists()
+    return max(int(p.name[5:]) for p in checkpoint_dir(out).glob("step-*"))

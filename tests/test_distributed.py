@@ -17,18 +17,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from helpers import make_texts, write_table
+from helpers import adapter_weights, kill_after_checkpoint, make_texts, write_table
 from lorafit import Classifier
 from lorafit.cli import main
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+"""The launcher, to be followed by the number of processes."""
 PROBABILITY_TOLERANCE = 1e-5
 """Largest difference allowed between the two runs' probabilities (both fp32; measured: 3e-8)."""
 
 
 def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               "-m", "lorafit", *args]
+    command = [*TORCHRUN, str(processes), "-m", "lorafit", *args]
     # on the CPUs (gloo) also where there is a GPU: two processes would need two GPUs
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "CUDA_VISIBLE_DEVICES": ""}
@@ -116,6 +118,29 @@ def test_sharded_prediction_matches_one_process(runs: dict, tmp_path: Path,
     assert [r["label"] for r in twos] == [r["label"] for r in ones]
     for a, b in zip(ones, twos):
         assert abs(a["score"] - b["score"]) < 1e-6
+
+
+def test_two_processes_resume_after_kill_9_like_an_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """kill -9 a two-process run after a checkpoint; --resume under the same launcher ends where the
+    uninterrupted two-process run does, with dropout on: the checkpoint holds every process's RNG state, so
+    each one continues its own dropout draws (rank 1 used to continue from rank 0's)."""
+    texts, labels = make_texts(40, seed=7)
+    train = write_table(tmp_path / "train.csv", {"text": texts, "label": labels})
+    # 108 training rows, global batch 4 (2 per process): 27 steps per epoch, 2 epochs; checkpoints every 5 steps
+    args = ["train", str(train), "--model", str(tiny_model_dir), "--no-progress", "--precision", "fp32",
+            "--epochs", "2", "--min-steps", "0", "--batch-size", "4", "--learning-rate", "3e-3", "--eval-every", "20",
+            "--patience", "0", "--checkpoint-every", "5", "--seed", "1", "--lora-dropout", "0.1"]
+    reference, out = tmp_path / "reference", tmp_path / "run"
+    _torchrun([*args, "--out", str(reference)])
+    newest = kill_after_checkpoint([*TORCHRUN, "2", "-m", "lorafit", *args, "--out", str(out)], out, 10)
+    assert 10 <= newest < 54
+    _torchrun([*args, "--out", str(out), "--resume"])
+    ours, theirs = adapter_weights(out), adapter_weights(reference)
+    assert ours.keys() == theirs.keys()
+    for name in ours:  # part of the run in other processes, same thread count: equal within 1e-6
+        assert torch.allclose(ours[name], theirs[name], rtol=0, atol=1e-6), name
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in (out, reference)]
+    assert metrics[0]["validation"] == metrics[1]["validation"] and metrics[0]["best_step"] == metrics[1]["best_step"]
 
 
 @pytest.mark.parametrize("gpus", [1, 2])

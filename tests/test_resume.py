@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import make_texts, write_table
+from helpers import adapter_weights, kill_after_checkpoint, make_texts, write_table
 from lorafit import Classifier, ConfigError, RunDirError
 from lorafit.checkpoint import CHECKSUMS, TENSORS, checkpoint_dir
 from lorafit.cli import main
@@ -217,12 +213,6 @@ def test_cli_resume_without_checkpoints_starts_from_the_beginning(tiny_model: st
 
 
 # ------------------------------------------------------------------------------- a real kill -9
-def _weights(run: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(run / "adapter_model.safetensors"))
-
-
 def test_sigkill_mid_epoch_then_resume(tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """kill -9 a real `lorafit train` after its second checkpoint; --resume ends where an uninterrupted run does."""
     texts, labels = make_texts(80, seed=7)
@@ -235,24 +225,14 @@ def test_sigkill_mid_epoch_then_resume(tiny_model: str, tmp_path: Path, capsys: 
     main(["train", str(train), "--out", str(reference), *args])
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "lorafit", "train", str(train), "--out", str(out), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (checkpoint_dir(out) / "step-00000010" / CHECKSUMS).is_file():
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL and not out.exists()
-    newest = max(int(p.name[5:]) for p in checkpoint_dir(out).glob("step-*"))
+    newest = kill_after_checkpoint([sys.executable, "-m", "lorafit", "train", str(train), "--out", str(out), *args],
+                                   out, 10)
     assert 10 <= newest < 2 * 54 and newest % 54  # killed mid-epoch, before the end
 
     main(["train", str(train), "--out", str(out), *args, "--resume"])  # in this process: one thread too
     assert f"resuming from the checkpoint of step {newest}" in capsys.readouterr().err.replace("\n", " ")
     assert not checkpoint_dir(out).exists()
-    ours, theirs = _weights(out), _weights(reference)
+    ours, theirs = adapter_weights(out), adapter_weights(reference)
     assert ours.keys() == theirs.keys()
     for name in ours:  # part of the run in another process, same thread count: equal within 1e-6
         assert torch.allclose(ours[name], theirs[name], rtol=0, atol=1e-6), name

@@ -61,7 +61,8 @@ class TrainingState:
     epoch_rng: dict
     """The numpy Generator's state before it drew ``epoch``'s batch order."""
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    """``trainable/*``, ``best/*``, ``best_logits``, ``optimizer/*`` and ``rng/*`` tensors."""
+    """``trainable/*``, ``best/*``, ``best_logits``, ``optimizer/*`` and ``rng/*`` tensors (``rng/rankN/*``: the
+    RNG of process N > 0 under a launcher)."""
     info: dict = field(default_factory=dict)
     """JSON-ready rest: optimizer groups, scheduler, best, result counters, losses, Python RNG."""
 
@@ -106,13 +107,27 @@ def rng_snapshot() -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"version": version, "internal": list(internal), "gauss": gauss}
 
 
-def restore_rng(state: TrainingState) -> None:
-    """Set the torch and Python RNGs to a checkpoint's states."""
-    torch.set_rng_state(state.tensors["rng/torch"])
-    cuda = [state.tensors[f"rng/cuda/{i}"] for i in range(len(state.group("rng/cuda")))]
+def rng_entries(snapshots: list[tuple[dict[str, torch.Tensor], dict]]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every process's :func:`rng_snapshot` (in rank order) as checkpoint tensors and info: rank 0's under
+    ``rng/`` and ``python_rng``, rank N's under ``rng/rankN/`` and ``python_rng_ranks[N]``."""
+    tensors, python_rng = dict(snapshots[0][0]), snapshots[0][1]
+    ranks = {}
+    for rank, (more, py) in enumerate(snapshots[1:], start=1):
+        tensors.update({f"rng/rank{rank}/{key[4:]}": value for key, value in more.items()})
+        ranks[str(rank)] = py
+    return tensors, {"python_rng": python_rng, **({"python_rng_ranks": ranks} if ranks else {})}
+
+
+def restore_rng(state: TrainingState, rank: int = 0) -> None:
+    """Set the torch and Python RNGs to a checkpoint's states: process ``rank``'s own where the checkpoint
+    holds it, else rank 0's (a checkpoint of fewer processes, or from before per-process states)."""
+    own = rank > 0 and f"rng/rank{rank}/torch" in state.tensors
+    prefix = f"rng/rank{rank}" if own else "rng"
+    torch.set_rng_state(state.tensors[f"{prefix}/torch"])
+    cuda = [state.tensors[f"{prefix}/cuda/{i}"] for i in range(len(state.group(f"{prefix}/cuda")))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
-    py = state.info["python_rng"]
+    py = state.info["python_rng_ranks"][str(rank)] if own else state.info["python_rng"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
 
 

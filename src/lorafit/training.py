@@ -28,7 +28,7 @@ from lorafit.errors import RunDirError
 from lorafit.cache import adapters_off, build_cache
 from lorafit.dropout import use_fast_dropout
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
-    restore_rng, rng_snapshot
+    restore_rng, rng_entries, rng_snapshot
 from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
 from lorafit.memory import bound_heap, peak_memory_mb, release_free_memory
 from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
@@ -393,7 +393,7 @@ class Trainer:
         if probe and val is not None:
             self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels, average)
         if resumed is not None:
-            restore_rng(resumed)  # last: the probe, the peak measurement and step 0 consume torch's RNG
+            restore_rng(resumed, self.rank)  # last: the probe, the peak measurement and step 0 consume torch's RNG
             self.callback.on_step(loop.step, float(loop.losses[-1]) if loop.losses else float("nan"))
         labels = self.task.target_tensor(train_y)
         step_flops = self._row_flops(train.lengths)
@@ -430,10 +430,12 @@ class Trainer:
                     loop.losses = []
                 if stop:
                     break
-                if self.checkpoints is not None and self.checkpoints.due(step, last) and \
-                        self.accelerator.is_main_process:
-                    self._checkpoint(epoch, position + 1, epoch_rng, optimizer, scheduler, best, result, loop,
-                                     time.perf_counter() - wall, {"start": wise_start, "ema": average.state})
+                if self.checkpoints is not None and self.checkpoints.due(step, last):
+                    rngs = distributed.gather(rng_snapshot())  # each process resumes its own dropout draws
+                    if self.accelerator.is_main_process:
+                        self._checkpoint(epoch, position + 1, epoch_rng, optimizer, scheduler, best, result, loop,
+                                         time.perf_counter() - wall, {"start": wise_start, "ema": average.state},
+                                         rngs)
             if stop:
                 break
         result.train_seconds = time.perf_counter() - wall
@@ -521,10 +523,12 @@ class Trainer:
         logger.info(message)
 
     def _checkpoint(self, epoch: int, position: int, epoch_rng: dict, optimizer, scheduler, best: "_Best",
-                    result: TrainResult, loop: "_Loop", elapsed: float, extra: dict[str, dict]) -> None:
-        """Write the whole training state after ``position`` batches of ``epoch`` (see :mod:`lorafit.checkpoint`)."""
+                    result: TrainResult, loop: "_Loop", elapsed: float, extra: dict[str, dict],
+                    rngs: list[tuple[dict, dict]]) -> None:
+        """Write the whole training state after ``position`` batches of ``epoch`` (see :mod:`lorafit.checkpoint`);
+        ``rngs``: every process's :func:`~lorafit.checkpoint.rng_snapshot`, in rank order."""
         tensors, groups = optimizer_tensors(optimizer)
-        rng_tensors, python_rng = rng_snapshot()
+        rng_tensors, rng_info = rng_entries(rngs)
         tensors.update(rng_tensors)
         tensors.update({f"trainable/{k}": v for k, v in _trainable_state(self.model).items()})
         tensors.update({f"best/{k}": v for k, v in best.state.items()})
@@ -533,7 +537,7 @@ class Trainer:
         if best.logits is not None:
             tensors["best_logits"] = torch.from_numpy(np.ascontiguousarray(best.logits))
         counters = {k: getattr(result, k) for k in _RESUMED_COUNTERS}
-        info = {"optimizer": groups, "scheduler": scheduler.state_dict(), "python_rng": python_rng,
+        info = {"optimizer": groups, "scheduler": scheduler.state_dict(), **rng_info,
                 "best": {"metric": best.metric, "step": best.step, "epoch": best.epoch, "bad_evals": best.bad_evals,
                          "loss": best.loss},
                 "result": {**counters, "train_seconds": elapsed}, "loop": {"seen": loop.seen, "losses": loop.losses},
