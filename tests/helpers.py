@@ -144,10 +144,11 @@ def adapter_weights(run: Path) -> dict:
     return load_file(str(Path(run) / "adapter_model.safetensors"))
 
 
-def kill_after_checkpoint(command: list[str], out: Path, step: int, timeout: float = 120) -> int:
-    """Start ``command`` (a `lorafit train ... --out OUT` process, or a launcher of several) in a session of
-    its own, SIGKILL the whole session once the checkpoint of ``step`` is complete, and return the newest
-    checkpoint's step."""
+def kill_after_checkpoint(command: list[str], env: dict[str, str], out: Path, step: int,
+                          timeout: float = 120) -> int:
+    """Start ``command`` (a `lorafit train ... --out OUT` process, or a launcher of several) with ``env`` in a
+    session of its own, SIGKILL the whole session once the checkpoint of ``step`` is complete, and return the
+    newest checkpoint's step."""
     import os
     import signal
     import subprocess
@@ -155,8 +156,6 @@ def kill_after_checkpoint(command: list[str], out: Path, step: int, timeout: flo
 
     from lorafit.checkpoint import CHECKSUMS, checkpoint_dir
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "CUDA_VISIBLE_DEVICES": ""}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)
     deadline = time.monotonic() + timeout

@@ -29,12 +29,16 @@ PROBABILITY_TOLERANCE = 1e-5
 """Largest difference allowed between the two runs' probabilities (both fp32; measured: 3e-8)."""
 
 
+def _env() -> dict[str, str]:
+    """The launched processes' environment: on the CPUs (gloo) also where there is a GPU, since two processes
+    would need two GPUs."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "CUDA_VISIBLE_DEVICES": ""}
+
+
 def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
     command = [*TORCHRUN, str(processes), "-m", "lorafit", *args]
-    # on the CPUs (gloo) also where there is a GPU: two processes would need two GPUs
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -132,7 +136,7 @@ def test_two_processes_resume_after_kill_9_like_an_uninterrupted_run(tiny_model_
             "--patience", "0", "--checkpoint-every", "5", "--seed", "1", "--lora-dropout", "0.1"]
     reference, out = tmp_path / "reference", tmp_path / "run"
     _torchrun([*args, "--out", str(reference)])
-    newest = kill_after_checkpoint([*TORCHRUN, "2", "-m", "lorafit", *args, "--out", str(out)], out, 10)
+    newest = kill_after_checkpoint([*TORCHRUN, "2", "-m", "lorafit", *args, "--out", str(out)], _env(), out, 10)
     assert 10 <= newest < 54
     _torchrun([*args, "--out", str(out), "--resume"])
     ours, theirs = adapter_weights(out), adapter_weights(reference)
@@ -147,8 +151,6 @@ def test_two_processes_resume_after_kill_9_like_an_uninterrupted_run(tiny_model_
 def test_more_processes_than_gpus_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch, gpus: int) -> None:
     """Under NCCL each process takes the GPU of its local rank: two processes on one GPU would stop with CUDA's
     "invalid device ordinal". Every process refuses first, saying what to do; two GPUs are enough."""
-    import torch
-
     from lorafit import distributed
     from lorafit.errors import ConfigError
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -225,8 +226,9 @@ def test_sigkill_mid_epoch_then_resume(tiny_model: str, tmp_path: Path, capsys: 
     main(["train", str(train), "--out", str(reference), *args])
 
     out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     newest = kill_after_checkpoint([sys.executable, "-m", "lorafit", "train", str(train), "--out", str(out), *args],
-                                   out, 10)
+                                   env, out, 10)
     assert 10 <= newest < 2 * 54 and newest % 54  # killed mid-epoch, before the end
 
     main(["train", str(train), "--out", str(out), *args, "--resume"])  # in this process: one thread too
