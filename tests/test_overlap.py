@@ -35,6 +35,7 @@ def test_pairs_count_only_when_the_same_pair_is_in_training() -> None:
     val = [("A man  plays guitar", "a person makes music"), ("man plays", "person makes"), ("it rains", "it pours")]
     found = contained(train, val)
     assert not found.inside and found.mask.tolist() == [True, False, False]
+    assert "equal to a training text;" in found.describe(held=3, moved=1)  # pairs are compared whole, not cut
 
 
 def test_above_the_search_budget_only_equal_texts_are_found(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,13 +36,16 @@ class Overlap:
     """One bool per validation row: its text occurs in the training data."""
     inside: bool
     """Whether texts were looked for inside training texts (else only equal texts were found)."""
+    pairs: bool = False
+    """Whether the texts are ``(text, text_pair)`` pairs, which are only ever compared whole."""
 
     def __len__(self) -> int:
         return int(self.mask.sum())
 
     def describe(self, held: int, moved: int) -> str:
         """The sentence that tells the user what the holdout did with ``moved`` of its ``held`` rows."""
-        found = "equal to or inside" if self.inside else "equal to (too much data to look inside longer texts)"
+        found = ("equal to or inside" if self.inside else "equal to" if self.pairs
+                 else "equal to (too much data to look inside longer texts)")
         done = (f"moved them to training, {held - moved} left for validation" if moved else
                 "kept them, as no validation rows would be left")
         return (f"{len(self)} of {held} validation rows hold a text {found} a training text; {done} "
@@ -65,7 +68,7 @@ def contained(train_texts: list[Text], val_texts: list[Text]) -> Overlap:
     pairs = any(isinstance(text, tuple) for text in train)
     joined = 0 if pairs else sum(len(text) + 3 for text in train)
     if pairs or len(distinct) * joined > SEARCH_BUDGET:
-        return Overlap(np.array([text in train for text in val], dtype=bool), inside=False)
+        return Overlap(np.array([text in train for text in val], dtype=bool), inside=False, pairs=pairs)
     haystack = "\n" + "\n".join(f" {text} " for text in train) + "\n"
     found = {text: text in train or f" {text} " in haystack for text in distinct}
     return Overlap(np.array([found[text] for text in val], dtype=bool), inside=True)
