@@ -6,7 +6,7 @@ Methods, all on the same trained lorafit run:
     merged), and on the merged export; measured on the first --boilerplate-texts texts;
   - transformers ``pipeline("text-classification")`` with batching (--pipeline-batch) on the merged export;
   - lorafit: ``Classifier.predict_proba`` on the run directory and the merged export in torch (fp32, and
-    the bf16-autocast opt-in, only on CPUs with native bf16), the ONNX export fp32 and int8 (onnxruntime), each
+    the bf16 opt-in, a copy with bf16 weights, only on CPUs with native bf16), the ONNX export fp32 and int8 (onnxruntime), each
     with length-sorted batches.
 Rounds are interleaved (every method once per round) so a busy neighbour slows all alike; medians and
 ratios are reported. The int8-vs-fp32 label agreement and every path's accuracy are measured on the
@@ -66,7 +66,7 @@ def boilerplate(the_model, the_tokenizer):
     return run
 
 
-BF16_MERGED = "lorafit merged export (torch bf16 autocast)"
+BF16_MERGED = "lorafit merged export (torch bf16)"
 
 
 def methods(run_dir: str, work: Path, pipeline_batch: int, threads: int) -> dict:
@@ -96,7 +96,7 @@ def methods(run_dir: str, work: Path, pipeline_batch: int, threads: int) -> dict
     if bf16_supported(torch.device("cpu")):  # elsewhere torch emulates bf16, far slower than fp32: not a path
         clf_bf16, merged_bf16 = Classifier.load(run_dir), load_merged(work / "merged")
         clf_bf16.inference_precision = merged_bf16.inference_precision = "bf16"
-        bf16 = {"lorafit Classifier (run dir, torch bf16 autocast)": (labels(clf_bf16), False),
+        bf16 = {"lorafit Classifier (run dir, torch bf16)": (labels(clf_bf16), False),
                 BF16_MERGED: (labels(merged_bf16), False)}
     return {
         "boilerplate predict(), PEFT model": (boilerplate(PeftWithLogits(clf.model), clf.tokenizer), True),

@@ -144,6 +144,17 @@ def adapter_weights(run: Path) -> dict:
     return load_file(str(Path(run) / "adapter_model.safetensors"))
 
 
+def child_env(hide_gpus: bool = False) -> dict[str, str]:
+    """The environment of a `lorafit` child process in a test: one OpenMP thread (as the test process runs),
+    offline, quiet tokenizers; ``hide_gpus`` keeps it on the CPUs (gloo) also where there is a GPU."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if hide_gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
 def kill_after_checkpoint(command: list[str], env: dict[str, str], out: Path, step: int,
                           timeout: float = 120) -> int:
     """Start ``command`` (a `lorafit train ... --out OUT` process, or a launcher of several) with ``env`` in a

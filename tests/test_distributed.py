@@ -9,7 +9,6 @@ their own widths.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import adapter_weights, kill_after_checkpoint, make_texts, write_table
+from helpers import adapter_weights, child_env, kill_after_checkpoint, make_texts, write_table
 from lorafit import Classifier
 from lorafit.cli import main
 
@@ -29,16 +28,10 @@ PROBABILITY_TOLERANCE = 1e-5
 """Largest difference allowed between the two runs' probabilities (both fp32; measured: 3e-8)."""
 
 
-def _env() -> dict[str, str]:
-    """The launched processes' environment: on the CPUs (gloo) also where there is a GPU, since two processes
-    would need two GPUs."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "CUDA_VISIBLE_DEVICES": ""}
-
-
 def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
     command = [*TORCHRUN, str(processes), "-m", "lorafit", *args]
-    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    # on the CPUs (gloo) also where there is a GPU: two processes would need two GPUs
+    result = subprocess.run(command, env=child_env(hide_gpus=True), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -136,7 +129,8 @@ def test_two_processes_resume_after_kill_9_like_an_uninterrupted_run(tiny_model_
             "--patience", "0", "--checkpoint-every", "5", "--seed", "1", "--lora-dropout", "0.1"]
     reference, out = tmp_path / "reference", tmp_path / "run"
     _torchrun([*args, "--out", str(reference)])
-    newest = kill_after_checkpoint([*TORCHRUN, "2", "-m", "lorafit", *args, "--out", str(out)], _env(), out, 10)
+    newest = kill_after_checkpoint([*TORCHRUN, "2", "-m", "lorafit", *args, "--out", str(out)],
+                                   child_env(hide_gpus=True), out, 10)
     assert 10 <= newest < 54
     _torchrun([*args, "--out", str(out), "--resume"])
     ours, theirs = adapter_weights(out), adapter_weights(reference)

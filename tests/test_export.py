@@ -239,6 +239,34 @@ def test_bf16_prediction_is_opt_in_and_close(exports, run_dir: Path, reference) 
                 predictor.predict_proba(TEXTS)
 
 
+def test_bf16_runs_a_bf16_copy_and_leaves_the_fp32_model_alone(exports, run_dir: Path, reference) -> None:
+    """bf16 prediction runs a copy with bf16 weights (LoRA merged into them for a run directory) and an fp32
+    head; the fp32 model keeps its weights, so switching back gives exactly the fp32 probabilities."""
+    from lorafit.exported import load_merged
+
+    for predictor in (Classifier.load(run_dir), load_merged(exports["merged"])):
+        fp32 = predictor.predict_proba(TEXTS)
+        before = {k: v.clone() for k, v in predictor.model.state_dict().items()}
+        predictor.inference_precision = "bf16"
+        np.testing.assert_allclose(predictor.predict_proba(TEXTS), reference, atol=0.05)
+        assert predictor.predict(TEXTS) == [predictor.classes_[i] for i in reference.argmax(1)]
+        lowered, autocast = predictor._models.get(predictor.model, "bf16")
+        assert autocast == "fp32" and lowered is not predictor.model
+        assert predictor._models.get(predictor.model, "bf16")[0] is lowered  # made once
+        dtypes = {n: p.dtype for n, p in lowered.named_parameters()}
+        head = [n for n in dtypes if "classifier" in n]
+        assert head and all(dtypes[n] == torch.float32 for n in head)
+        assert all(d == torch.bfloat16 for n, d in dtypes.items() if n not in head)
+        if isinstance(predictor, Classifier):
+            lora = [m for m in lowered.modules() if hasattr(m, "merged") and hasattr(m, "lora_A")]
+            assert lora and all(m.merged for m in lora)
+            assert predictor.embed(TEXTS).shape == (len(TEXTS), predictor.model.encoder.config.hidden_size)
+        predictor.inference_precision = "fp32"
+        assert np.array_equal(predictor.predict_proba(TEXTS), fp32)
+        after = predictor.model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_cli_precision_is_refused_for_onnx_exports(exports, run_dir: Path) -> None:
     result = runner.invoke(app, ["predict", str(exports["onnx"]), "--precision", "bf16", "pizza"])
     assert result.exit_code != 0 and "fixed when it is exported" in str(result.exception)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import adapter_weights, kill_after_checkpoint, make_texts, write_table
+from helpers import adapter_weights, child_env, kill_after_checkpoint, make_texts, write_table
 from lorafit import Classifier, ConfigError, RunDirError
 from lorafit.checkpoint import CHECKSUMS, TENSORS, checkpoint_dir
 from lorafit.cli import main
@@ -226,9 +225,8 @@ def test_sigkill_mid_epoch_then_resume(tiny_model: str, tmp_path: Path, capsys: 
     main(["train", str(train), "--out", str(reference), *args])
 
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     newest = kill_after_checkpoint([sys.executable, "-m", "lorafit", "train", str(train), "--out", str(out), *args],
-                                   env, out, 10)
+                                   child_env(), out, 10)
     assert 10 <= newest < 2 * 54 and newest % 54  # killed mid-epoch, before the end
 
     main(["train", str(train), "--out", str(out), *args, "--resume"])  # in this process: one thread too

@@ -1,6 +1,8 @@
 """Batches that waste little padding: length-bucketed for training, length-sorted for inference."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -66,19 +68,21 @@ def sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int = 4096)
 
 
 def collate(encoded: Encoded, index: np.ndarray, pad_id: int, multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
-    """Pad the rows ``index`` of ``encoded`` to their longest, rounded up to a multiple of ``multiple``."""
-    rows = [encoded.input_ids[i] for i in index]
-    width = padded_width(max(len(r) for r in rows), multiple)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, row in enumerate(rows):
-        ids[j, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[j, :len(row)] = 1
-    batch = {"input_ids": ids, "attention_mask": mask}
+    """Pad the rows ``index`` of ``encoded`` to their longest, rounded up to a multiple of ``multiple``.
+
+    The rows are laid out in one numpy pass (a per-row tensor copy cost a tenth of a bf16 prediction pass)."""
+    lengths = encoded.lengths[index]
+    width = padded_width(int(lengths.max()), multiple)
+    real = np.arange(width) < lengths[:, None]  # row-major, so the flat ids below fill each row in order
+    batch = {"input_ids": _padded([encoded.input_ids[i] for i in index], real, lengths, pad_id),
+             "attention_mask": torch.from_numpy(real.astype(np.int64))}
     if encoded.token_type_ids is not None:
-        types = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, i in enumerate(index):
-            row = encoded.token_type_ids[i]
-            types[j, :len(row)] = torch.tensor(row, dtype=torch.long)
-        batch["token_type_ids"] = types
+        batch["token_type_ids"] = _padded([encoded.token_type_ids[i] for i in index], real, lengths, 0)
     return batch
+
+
+def _padded(rows: list[list[int]], real: np.ndarray, lengths: np.ndarray, pad: int) -> torch.Tensor:
+    """``rows`` in a ``real.shape`` int64 tensor, ``pad`` after each row's end."""
+    out = np.full(real.shape, pad, dtype=np.int64)
+    out[real] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(out)

@@ -18,8 +18,8 @@ from lorafit.config import SINGLE_LABEL, DataConfig, LoraSettings, TrainConfig, 
 from lorafit.data import Encoded, LabeledData, check_pairs, check_texts, is_pairs, tokenize
 from lorafit.datacheck import DataCheck, check_data
 from lorafit.errors import ConfigError, DataError, RunDirError
-from lorafit.inference import INFERENCE_PRECISION, check_inference_precision, forward_all, resolve_precision, \
-    sigmoid, softmax, token_batches
+from lorafit.inference import INFERENCE_PRECISION, InferenceModels, check_inference_precision, forward_all, \
+    resolve_precision, sigmoid, softmax, token_batches
 from lorafit.label_examples import add_label_examples, announcement
 from lorafit.models import build_classifier, load_base, load_classifier, load_encoder, resolve_model, weights_hash
 from lorafit.overlap import move_contained
@@ -97,8 +97,10 @@ class Classifier:
         self.calibration_: dict = {}
         self.inference_precision = INFERENCE_PRECISION
         """Precision of predict/predict_proba/embed: ``fp32`` (default: plain transformers + peft's numbers),
-        ``bf16`` or ``auto`` (bf16 autocast where the CPU/GPU runs it natively: faster, labels almost always
-        the same, probabilities off by up to about 1e-2)."""
+        ``bf16`` or ``auto`` (bf16 where the CPU/GPU runs it natively: faster, labels almost always the same,
+        probabilities off by up to about 1e-2). bf16 runs a copy of the model with LoRA merged and bf16
+        weights, made on first use (:class:`lorafit.inference.InferenceModels`)."""
+        self._models = InferenceModels(head=lambda m: m.head, prepare=lambda m: m.peft_model.merge_adapter())
         self.metrics_: dict = {}
         self.data_summary: dict = {}
         self.data_check: DataCheck | None = None
@@ -424,7 +426,8 @@ class Classifier:
         device = next(self.model.parameters()).device
         precision = resolve_precision(check_inference_precision(self.inference_precision), device)
         multiple = pad_multiple(self.train_config.pad_to_multiple_of, precision, device)
-        return forward_all(self.model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id, multiple),
+        model, precision = self._models.get(self.model, precision)
+        return forward_all(model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id, multiple),
                            self.train_config.eval_batch_size, precision, device, method=method, **options)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:

@@ -20,8 +20,8 @@ from lorafit.config import SINGLE_LABEL
 from lorafit.data import check_pairs, check_texts, tokenize
 from lorafit.errors import RunDirError
 from lorafit.export import EXPORT_MANIFEST
-from lorafit.inference import INFERENCE_PRECISION, autocast, check_inference_precision, map_sorted, \
-    resolve_precision, token_batches
+from lorafit.inference import INFERENCE_PRECISION, InferenceModels, autocast, check_inference_precision, \
+    map_sorted, resolve_precision, token_batches
 from lorafit.rundir import MANIFEST
 from lorafit.tasks import Regression, make_task
 
@@ -116,12 +116,14 @@ class ExportedClassifier:
 
 class MergedClassifier(ExportedClassifier):
     """A merged export (``lorafit export --format merged``) run in torch on the CPU; fp32 unless
-    ``inference_precision`` is ``bf16``/``auto`` (as for :class:`lorafit.Classifier`)."""
+    ``inference_precision`` is ``bf16``/``auto`` (as for :class:`lorafit.Classifier`: bf16 runs a copy of
+    the model with bf16 weights, see :class:`lorafit.inference.InferenceModels`)."""
 
     def __init__(self, path: str | Path, manifest: dict, tokenizer, model: torch.nn.Module) -> None:
         super().__init__(path, manifest, tokenizer)
         self.model = model.eval()
         self.inference_precision = INFERENCE_PRECISION
+        self._models = InferenceModels(head=lambda m: m.classifier)
 
     def _precision(self) -> str:
         return resolve_precision(check_inference_precision(self.inference_precision), torch.device("cpu"))
@@ -131,9 +133,9 @@ class MergedClassifier(ExportedClassifier):
 
     @torch.inference_mode()
     def _batch_logits(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        cpu = torch.device("cpu")
-        with autocast(self._precision(), cpu):
-            return self.model(**batch).logits.float().numpy()
+        model, precision = self._models.get(self.model, self._precision())
+        with autocast(precision, torch.device("cpu")):
+            return model(**batch).logits.float().numpy()
 
 
 def load_merged(path: str | Path) -> MergedClassifier:
