@@ -62,8 +62,8 @@ PREDICT_RUN ?= runs/banking77-predict-bench
 bench-predict: bench-install
 	test -f $(PREDICT_RUN)/lorafit.json || $(BIN)/lorafit train $(DATA)/banking77/train.csv --out $(PREDICT_RUN) \
 		--no-progress --overwrite
-	$(BIN)/python bench/predict_speed.py $(PREDICT_RUN) $(DATA)/banking77/test.csv \
-		$(RESULTS)/banking77_predict_speed.jsonl --rounds 3
+	for threads in 1 2; do $(BIN)/python bench/predict_speed.py $(PREDICT_RUN) $(DATA)/banking77/test.csv \
+		$(RESULTS)/banking77_predict_speed_t$$threads.jsonl --rounds 3 --threads $$threads || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs/demo
