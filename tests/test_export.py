@@ -7,6 +7,7 @@ ONNX model must match it within 1e-4; the int8 model must mostly agree on the la
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -261,6 +262,7 @@ def test_bf16_runs_a_bf16_copy_and_leaves_the_fp32_model_alone(exports, run_dir:
             lora = [m for m in lowered.modules() if hasattr(m, "merged") and hasattr(m, "lora_A")]
             assert lora and all(m.merged for m in lora)
             assert predictor.embed(TEXTS).shape == (len(TEXTS), predictor.model.encoder.config.hidden_size)
+        assert pickle.loads(pickle.dumps(predictor)).predict(TEXTS) == predictor.predict(TEXTS)  # still picklable
         predictor.inference_precision = "fp32"
         assert np.array_equal(predictor.predict_proba(TEXTS), fp32)
         after = predictor.model.state_dict()

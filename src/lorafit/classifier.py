@@ -21,7 +21,8 @@ from lorafit.errors import ConfigError, DataError, RunDirError
 from lorafit.inference import INFERENCE_PRECISION, InferenceModels, check_inference_precision, forward_all, \
     resolve_precision, sigmoid, softmax, token_batches
 from lorafit.label_examples import add_label_examples, announcement
-from lorafit.models import build_classifier, load_base, load_classifier, load_encoder, resolve_model, weights_hash
+from lorafit.models import build_classifier, load_base, load_classifier, load_encoder, merge_lora, resolve_model, \
+    weights_hash
 from lorafit.overlap import move_contained
 from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
     write_atomically, write_json
@@ -100,7 +101,7 @@ class Classifier:
         ``bf16`` or ``auto`` (bf16 where the CPU/GPU runs it natively: faster, labels almost always the same,
         probabilities off by up to about 1e-2). bf16 runs a copy of the model with LoRA merged and bf16
         weights, made on first use (:class:`lorafit.inference.InferenceModels`)."""
-        self._models = InferenceModels(head=lambda m: m.head, prepare=lambda m: m.peft_model.merge_adapter())
+        self._models = InferenceModels(head="head", prepare=merge_lora)
         self.metrics_: dict = {}
         self.data_summary: dict = {}
         self.data_check: DataCheck | None = None

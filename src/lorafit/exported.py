@@ -123,7 +123,7 @@ class MergedClassifier(ExportedClassifier):
         super().__init__(path, manifest, tokenizer)
         self.model = model.eval()
         self.inference_precision = INFERENCE_PRECISION
-        self._models = InferenceModels(head=lambda m: m.classifier)
+        self._models = InferenceModels(head="classifier")
 
     def _precision(self) -> str:
         return resolve_precision(check_inference_precision(self.inference_precision), torch.device("cpu"))

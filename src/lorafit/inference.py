@@ -70,14 +70,14 @@ class InferenceModels:
     fp32 (and fp16, under autocast) run the model itself. bf16 runs a copy whose weights are bf16, made on
     first use (and again when the predictor's model is replaced), without autocast: autocast would cast
     every fp32 weight again on each call and run the layer norms in fp32 between bf16 matmuls. On the Intel
-    CPU (AMX) the copy predicted BANKING77's test set 1.3x faster than bf16 autocast over the fp32 weights,
-    and agreed with fp32 on more labels (BENCHMARKS.md, "bf16 weights for prediction"). The head keeps fp32
+    CPU (AMX) the copy ran BANKING77's test set 1.35-1.38x faster than bf16 autocast over the fp32 weights
+    (BENCHMARKS.md, "Prediction throughput, tenth session"). The head (the attribute ``head``) keeps fp32
     weights: it sees the fp32 pooled vector. ``prepare`` readies the copy first (merging LoRA into the base
-    weights, so the copy runs one matmul per layer). The fp32 model is left as it was.
+    weights, so the copy runs one matmul per layer); a module-level function, so that a predictor holding
+    this stays picklable. The fp32 model is left as it was.
     """
 
-    def __init__(self, head: Callable[[torch.nn.Module], torch.nn.Module],
-                 prepare: Callable[[torch.nn.Module], None] | None = None) -> None:
+    def __init__(self, head: str, prepare: Callable[[torch.nn.Module], None] | None = None) -> None:
         self.head, self.prepare = head, prepare
         self._source: torch.nn.Module | None = None
         self._bf16: torch.nn.Module | None = None
@@ -91,7 +91,7 @@ class InferenceModels:
             if self.prepare is not None:
                 self.prepare(lowered)
             lowered.to(torch.bfloat16)
-            self.head(lowered).float()
+            getattr(lowered, self.head).float()
             self._source, self._bf16 = model, lowered
         return self._bf16, "fp32"  # bf16 weights already: no autocast
 

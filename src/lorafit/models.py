@@ -212,6 +212,12 @@ class LoraClassifier(nn.Module):
         return self.head(self.embed(attention_mask, **inputs))
 
 
+def merge_lora(model: LoraClassifier) -> None:
+    """Merge ``model``'s LoRA weights into its base weights in place (peft's ``merge_adapter``: the LoRA
+    branches are then skipped): for an inference copy, see :class:`lorafit.inference.InferenceModels`."""
+    model.peft_model.merge_adapter()
+
+
 def attach_head(encoder: nn.Module, num_labels: int) -> None:
     """Give the encoder a ``classifier`` linear layer (zero-initialised; the probe or training fills it)."""
     encoder.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
