@@ -90,6 +90,26 @@ def test_a_tie_goes_to_the_lower_validation_loss_without_resetting_patience(tiny
             assert torch.equal(p.detach(), snapshots[1][name])
 
 
+@pytest.mark.parametrize("margins,kept_eval", [([0.0, 2.0, 3.0], 1),   # a fine-tuned one has the lower loss
+                                              ([3.0, 1.0, 2.0], 0)])  # the probe leads on both: kept
+def test_the_probe_head_is_kept_only_while_no_fine_tuned_checkpoint_has_a_lower_loss(
+        tiny_model: str, margins: list[float], kept_eval: int) -> None:
+    """Step 0 (the probe head) scores best on accuracy; a fine-tuned checkpoint with a lower validation loss
+    replaces it anyway, and later ones then compete on accuracy as usual (the third, lower, is not kept)."""
+    trainer, data = _trainer(tiny_model, epochs=2, patience=0, probe_init=True)
+    snapshots: list[dict] = []
+    _scripted_evaluate(trainer, [0.9, 0.88, 0.87], snapshots, margins=margins)
+    result = trainer.fit(*data)
+    steps_per_epoch = math.ceil(len(data[0]) / 8)
+    assert [h["step"] for h in result.history] == [0, steps_per_epoch, 2 * steps_per_epoch]
+    assert result.best_step == kept_eval * steps_per_epoch
+    assert result.best_metric == [0.9, 0.88][kept_eval]
+    assert np.all(result.val_logits.min() == kept_eval)  # that evaluation's logits, for calibration
+    for name, p in trainer.model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.detach(), snapshots[kept_eval][name])
+
+
 def test_patience_zero_never_stops_but_still_restores_the_best(tiny_model: str) -> None:
     trainer, data = _trainer(tiny_model, epochs=3, patience=0, probe_init=False)
     snapshots: list[dict] = []
