@@ -40,10 +40,8 @@ def main() -> None:
     merged = load_merged(a.export)
     encoded = tokenize(merged.tokenizer, texts, merged.max_length)
     fp32 = merged.model.eval()
-    bf16, eager, tanh = copy.deepcopy(fp32), copy.deepcopy(fp32), copy.deepcopy(fp32)
-    for model in (bf16, eager, tanh):
-        model.to(torch.bfloat16)
-        model.classifier.float()
+    bf16, _ = merged._models.get(fp32, "bf16")  # the copy lorafit predicts with
+    eager, tanh = copy.deepcopy(bf16), copy.deepcopy(bf16)
     eager.encoder.set_attn_implementation("eager")
     eager_tanh = copy.deepcopy(eager)
     for model in (tanh, eager_tanh):

@@ -427,9 +427,9 @@ class Classifier:
         device = next(self.model.parameters()).device
         precision = resolve_precision(check_inference_precision(self.inference_precision), device)
         multiple = pad_multiple(self.train_config.pad_to_multiple_of, precision, device)
-        model, precision = self._models.get(self.model, precision)
+        model, autocast_precision = self._models.get(self.model, precision)
         return forward_all(model, encoded.lengths, token_batches(encoded, self.tokenizer.pad_token_id, multiple),
-                           self.train_config.eval_batch_size, precision, device, method=method, **options)
+                           self.train_config.eval_batch_size, autocast_precision, device, method=method, **options)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Softmax probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order;

@@ -133,8 +133,8 @@ class MergedClassifier(ExportedClassifier):
 
     @torch.inference_mode()
     def _batch_logits(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        model, precision = self._models.get(self.model, self._precision())
-        with autocast(precision, torch.device("cpu")):
+        model, autocast_precision = self._models.get(self.model, self._precision())
+        with autocast(autocast_precision, torch.device("cpu")):
             return model(**batch).logits.float().numpy()
 
 
