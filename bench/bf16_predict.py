@@ -4,10 +4,12 @@ One merged export (``lorafit export RUN --format merged``), one process, every v
 length-sorted batches of TEST's texts (lorafit's own batching, tokenised once beforehand, so the figures
 are the forward passes alone), interleaved over --rounds rounds; texts/s per variant and its label
 agreement with fp32. Variants: fp32; bf16 autocast over the fp32 weights (lorafit before the fourteenth
-session); bf16 weights without autocast (``lorafit.inference.InferenceModels``, what lorafit runs now);
-each bf16 variant at exact widths and padded to multiples of 8 (lorafit's bf16 default); and the bf16 copy
-with eager attention instead of SDPA, with SDPA's math kernel instead of its flash kernel, and with the
-tanh approximation of GELU (within bf16's rounding of the exact one).
+session); bf16 weights without autocast (``lorafit.inference.InferenceModels``) with torch's own linear
+layers (the fourteenth session) and with oneDNN's fused ones (``lorafit.fusion``, what lorafit runs now),
+and the fusion in steps: bias only, then GELU, then the residual sums; each at exact widths and padded to
+multiples of 8 (lorafit's bf16 default); and the unfused bf16 copy with eager attention instead of SDPA, with
+SDPA's math kernel instead of its flash kernel, and with the tanh approximation of GELU (within bf16's
+rounding of the exact one).
 
 Usage: python bench/bf16_predict.py MERGED_EXPORT TEST.csv OUT.jsonl [--threads 1] [--rounds 3]
 """
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
+import unittest.mock
 
 import numpy as np
 import pandas as pd
@@ -34,13 +38,22 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from lorafit.data import tokenize
     from lorafit.exported import load_merged
-    from lorafit.inference import map_sorted, token_batches
+    from lorafit import fusion
+    from lorafit.inference import InferenceModels, map_sorted, token_batches
 
     texts = pd.read_csv(a.test, dtype=str, keep_default_na=False)["text"].tolist()
     merged = load_merged(a.export)
     encoded = tokenize(merged.tokenizer, texts, merged.max_length)
     fp32 = merged.model.eval()
-    bf16, _ = merged._models.get(fp32, "bf16")  # the copy lorafit predicts with
+    fused, _ = merged._models.get(fp32, "bf16")  # the copy lorafit predicts with
+    steps = {}
+    for step, (gelu, residual) in {"bias": (lambda _: False, frozenset()),
+                                   "bias, GELU": (fusion._exact_gelu, frozenset())}.items():
+        with unittest.mock.patch.object(fusion, "_exact_gelu", gelu), \
+                unittest.mock.patch.object(fusion, "RESIDUAL_BLOCKS", residual):
+            steps[step] = InferenceModels("classifier").get(fp32, "bf16")[0]
+    with unittest.mock.patch.dict(os.environ, {"LORAFIT_FUSED_LINEARS": "0"}):
+        bf16 = InferenceModels("classifier").get(fp32, "bf16")[0]  # the fourteenth session's copy
     eager, tanh = copy.deepcopy(bf16), copy.deepcopy(bf16)
     eager.encoder.set_attn_implementation("eager")
     eager_tanh = copy.deepcopy(eager)
@@ -65,6 +78,10 @@ def main() -> None:
              "bf16 autocast, fp32 weights, widths x8": variant(fp32, True, 8),
              "bf16 weights, exact widths": variant(bf16, False, 1),
              "bf16 weights, widths x8": variant(bf16, False, 8),
+             "bf16 weights, fused bias, widths x8": variant(steps["bias"], False, 8),
+             "bf16 weights, fused bias and GELU, widths x8": variant(steps["bias, GELU"], False, 8),
+             "bf16 weights, fused bias, GELU and residual sums, widths x8 (lorafit now)": variant(fused, False, 8),
+             "bf16 weights, fused bias, GELU and residual sums, exact widths": variant(fused, False, 1),
              "bf16 weights, widths x8, eager attention": variant(eager, False, 8),
              "bf16 weights, widths x8, SDPA math kernel": variant(bf16, False, 8, math=True),
              "bf16 weights, widths x8, tanh GELU": variant(tanh, False, 8),

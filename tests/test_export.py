@@ -240,10 +240,18 @@ def test_bf16_prediction_is_opt_in_and_close(exports, run_dir: Path, reference) 
                 predictor.predict_proba(TEXTS)
 
 
-def test_bf16_runs_a_bf16_copy_and_leaves_the_fp32_model_alone(exports, run_dir: Path, reference) -> None:
+@pytest.mark.parametrize("fused", [True, False])
+def test_bf16_runs_a_bf16_copy_and_leaves_the_fp32_model_alone(exports, run_dir: Path, reference, fused: bool,
+                                                               monkeypatch) -> None:
     """bf16 prediction runs a copy with bf16 weights (LoRA merged into them for a run directory) and an fp32
-    head; the fp32 model keeps its weights, so switching back gives exactly the fp32 probabilities."""
+    head; the fp32 model keeps its weights, so switching back gives exactly the fp32 probabilities. Its linear
+    layers run through oneDNN's fused operators unless LORAFIT_FUSED_LINEARS=0."""
     from lorafit.exported import load_merged
+    from lorafit.fusion import FusedLinear, FusedResidual, enabled
+
+    monkeypatch.setenv("LORAFIT_FUSED_LINEARS", "1" if fused else "0")
+    if fused and not enabled():
+        pytest.skip("this torch has no oneDNN fused linear operators")
 
     for predictor in (Classifier.load(run_dir), load_merged(exports["merged"])):
         fp32 = predictor.predict_proba(TEXTS)
@@ -258,9 +266,15 @@ def test_bf16_runs_a_bf16_copy_and_leaves_the_fp32_model_alone(exports, run_dir:
         head = [n for n in dtypes if "classifier" in n]
         assert head and all(dtypes[n] == torch.float32 for n in head)
         assert all(d == torch.bfloat16 for n, d in dtypes.items() if n not in head)
-        if isinstance(predictor, Classifier):
-            lora = [m for m in lowered.modules() if hasattr(m, "merged") and hasattr(m, "lora_A")]
+        lora = [m for m in lowered.modules() if hasattr(m, "merged") and hasattr(m, "lora_A")]
+        linears = [m for m in lowered.modules() if type(m) is torch.nn.Linear]
+        if fused:  # every linear but the head fused, the merged LoRA layers replaced by their fused base layers
+            assert not lora and [type(m) for m in linears] == [torch.nn.Linear]
+            assert any(isinstance(m, FusedResidual) for m in lowered.modules())
+            assert {m.activation for m in lowered.modules() if isinstance(m, FusedLinear)} == {"none", "gelu"}
+        elif isinstance(predictor, Classifier):
             assert lora and all(m.merged for m in lora)
+        if isinstance(predictor, Classifier):
             assert predictor.embed(TEXTS).shape == (len(TEXTS), predictor.model.encoder.config.hidden_size)
         assert pickle.loads(pickle.dumps(predictor)).predict(TEXTS) == predictor.predict(TEXTS)  # still picklable
         predictor.inference_precision = "fp32"

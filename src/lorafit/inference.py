@@ -10,6 +10,7 @@ import torch
 
 from lorafit.batching import collate, sorted_batches
 from lorafit.data import Encoded
+from lorafit.fusion import fuse_linears
 from lorafit.memory import release_free_memory
 
 INFERENCE_PRECISION = "fp32"
@@ -74,7 +75,9 @@ class InferenceModels:
     (BENCHMARKS.md, "Prediction throughput, tenth session"). The head (the attribute ``head``) keeps fp32
     weights: it sees the fp32 pooled vector. ``prepare`` readies the copy first (merging LoRA into the base
     weights, so the copy runs one matmul per layer); a module-level function, so that a predictor holding
-    this stays picklable. The fp32 model is left as it was.
+    this stays picklable. On a CPU the copy's linear layers then run through oneDNN with bias, GELU and
+    residual sums fused into the matmuls (:func:`lorafit.fusion.fuse_linears`). The fp32 model is left as
+    it was.
     """
 
     def __init__(self, head: str, prepare: Callable[[torch.nn.Module], None] | None = None) -> None:
@@ -92,6 +95,7 @@ class InferenceModels:
                 self.prepare(lowered)
             lowered.to(torch.bfloat16)
             getattr(lowered, self.head).float()
+            fuse_linears(lowered, skip=self.head)
             self._source, self._bf16 = model, lowered
         return self._bf16, "fp32"  # bf16 weights already: no autocast
 
