@@ -200,3 +200,19 @@ def test_embed_gives_unit_vectors_that_the_head_classifies(trained, synthetic_te
     logits = vectors @ head.weight.detach().cpu().numpy().T + head.bias.detach().cpu().numpy()
     assert [trained.classes_[i] for i in logits.argmax(1)] == trained.predict(texts)
     assert trained.embed([]).shape == (0, vectors.shape[1])
+
+
+def test_a_re_fit_lets_the_previous_models_bf16_copy_go(tiny_model: str) -> None:
+    """The bf16 prediction copy is dropped with the model it was made from when fit replaces the model."""
+    import gc
+    import weakref
+
+    texts, labels = make_texts(40, seed=3)
+    clf = Classifier(model=tiny_model, **{**TINY_TRAIN, "epochs": 1}).fit(texts, labels)
+    clf.inference_precision = "bf16"
+    clf.predict(texts[:4])
+    old_model, old_copy = weakref.ref(clf.model), weakref.ref(clf._models._bf16)
+    clf.fit(texts, labels)
+    gc.collect()
+    assert old_model() is None and old_copy() is None
+    assert clf.predict(texts[:4]) and clf._models._source is clf.model

@@ -267,6 +267,7 @@ class Classifier:
         user_train, train = train, self._add_label_examples(train, label_examples, callback)
         self.base = {"name": cfg.model, "path": resolve_model(cfg.model), "hash": weights_hash(encoder)}
         torch.manual_seed(cfg.seed)  # LoRA's A matrices and the head are initialised from torch's RNG
+        self._models.clear()  # a re-fit: the previous model's bf16 copy goes with it
         self.model = build_classifier(encoder, self.classes_, cfg.pooling, self.lora, self.base["path"],
                                       cfg.cache_frozen, rows=len(train))
         chosen = strategy.describe(self.lora.layers_to_transform, cfg.epochs, len(train))

@@ -85,6 +85,10 @@ class InferenceModels:
         self._source: torch.nn.Module | None = None
         self._bf16: torch.nn.Module | None = None
 
+    def clear(self) -> None:
+        """Drop the copy and the model it was made from (both are freed once nothing else holds them)."""
+        self._source = self._bf16 = None
+
     def get(self, model: torch.nn.Module, precision: str) -> tuple[torch.nn.Module, str]:
         """``(module, autocast precision)`` for ``model`` at the resolved ``precision``."""
         if precision != "bf16":
