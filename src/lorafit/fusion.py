@@ -104,13 +104,14 @@ def fuse_linears(model: nn.Module, skip: str) -> int:
     if not enabled():
         return 0
     head = getattr(model, skip, None)
+    kept = {id(m) for m in head.modules()} if isinstance(head, nn.Module) else set()
     swapped = 0
     for parent in list(model.modules()):
-        if (head is not None and parent is head) or hasattr(parent, "base_layer"):
+        if id(parent) in kept or hasattr(parent, "base_layer"):
             continue  # the head, and inside a peft LoRA layer (a merged one is swapped whole from its parent)
         for name, child in list(parent.named_children()):
             linear = _plain_linear(child)
-            if linear is None or child is head or linear.weight.device.type != "cpu":
+            if linear is None or id(child) in kept or linear.weight.device.type != "cpu":
                 continue
             if name == "dense" and _exact_gelu(getattr(parent, "intermediate_act_fn", None)):
                 setattr(parent, name, FusedLinear(linear, "gelu"))
