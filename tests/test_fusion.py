@@ -70,3 +70,25 @@ def test_lorafit_fused_linears_0_turns_it_off(tiny_bert: nn.Module, monkeypatch)
     monkeypatch.setenv("LORAFIT_FUSED_LINEARS", "0")
     assert not enabled() and fuse_linears(tiny_bert, skip="pooler") == 0
     assert not any(isinstance(m, FusedLinear) for m in tiny_bert.modules())
+
+
+@pytest.mark.parametrize("family", ["roberta", "electra", "distilbert", "deberta-v2", "mpnet"])
+def test_other_encoder_families_fuse_and_keep_their_outputs(family: str) -> None:
+    """Families with BERT's blocks take every fusion; the others (other layer names, other output blocks) keep
+    their own code there and get fused linear layers only, with the same outputs either way."""
+    from transformers import AutoConfig, AutoModel
+
+    sizes = {"distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64)}.get(
+        family, dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    torch.manual_seed(0)
+    model = AutoModel.from_config(AutoConfig.for_model(family, vocab_size=120, **sizes)).eval().bfloat16()
+    ids = torch.randint(5, 100, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    with torch.inference_mode():
+        plain = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        assert fuse_linears(model, skip="pooler") >= 2 * 6
+        fused = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+    residuals = sum(isinstance(m, FusedResidual) for m in model.modules())
+    assert residuals == (2 * 2 if family in ("roberta", "electra") else 0)
+    torch.testing.assert_close(fused, plain, atol=0.05, rtol=0.05)
