@@ -115,19 +115,19 @@ def auto_max_length(lengths: np.ndarray, limit: int | None) -> int:
     return min(picked, limit) if limit else picked
 
 
-def _duplicates(data: LabeledData) -> tuple[int, list[str], int, list[str]]:
-    """(repeated rows, examples, texts with conflicting labels, examples) within ``data``."""
+def _duplicates(data: LabeledData, keys: list) -> tuple[int, list[str], int, list[str]]:
+    """(repeated rows, examples, texts with conflicting labels, examples) within ``data``, whose texts
+    normalise to ``keys``."""
     seen: dict[str, set[str]] = {}
     first: dict[str, str] = {}
     repeated = 0
-    for text, label in zip(data.texts, data.labels):
-        key = normalize(text)
+    for text, key, label in zip(data.texts, keys, data.labels):
         if key in seen:
             repeated += 1
         else:
             first[key] = text
         seen.setdefault(key, set()).add(label)
-    repeats = [first[k] for k, n in Counter(normalize(t) for t in data.texts).most_common(EXAMPLES) if n > 1]
+    repeats = [first[k] for k, n in Counter(keys).most_common(EXAMPLES) if n > 1]
     conflicts = [k for k, labels in seen.items() if len(labels) > 1]
     return repeated, repeats, len(conflicts), [first[k] for k in conflicts[:EXAMPLES]]
 
@@ -161,12 +161,13 @@ def check_data(train: LabeledData, others: dict[str, LabeledData | None] | None 
         >>> check.duplicates, check.conflicting
         (1, 1)
     """
-    train_keys = {normalize(t) for t in train.texts}
+    keys = [normalize(t) for t in train.texts]  # once: the duplicate and overlap checks both compare these
+    train_keys = set(keys)
     count_labels = count_labels or (lambda labels: dict(Counter(labels)))
     splits = [_split("training", train, None, count_labels)]
     splits += [_split(name, data, train_keys, count_labels) for name, data in (others or {}).items()
                if data is not None]
-    repeated, repeats, conflicting, conflicts = _duplicates(train)
+    repeated, repeats, conflicting, conflicts = _duplicates(train, keys)
     counts = splits[0].label_counts
     check = DataCheck(splits, repeated, repeats, conflicting, conflicts,
                       imbalance=max(counts.values()) / max(1, min(counts.values())) if counts else 1.0,
