@@ -166,15 +166,16 @@ def test_auto_layers_put_lora_on_the_top_third_and_cache_below(encoder_and_token
     assert all(".layer.1." in n for n, _ in model.named_parameters() if ".lora_A." in n)
 
 
-@pytest.mark.parametrize("count, expected", [(6, [4, 5]), (12, [8, 9, 10, 11]), (2, [1]), (1, [0])])
-def test_auto_layers_scale_with_depth(count: int, expected: list[int]) -> None:
+@pytest.mark.parametrize("count, rows, expected", [(6, 0, [4, 5]), (12, 0, [8, 9, 10, 11]), (2, 0, [1]), (1, 0, [0]),
+                                                 (6, 9_003, [5]), (12, 9_003, [10, 11])])
+def test_auto_layers_scale_with_depth(count: int, rows: int, expected: list[int]) -> None:
     from transformers import BertConfig, BertModel
 
     from lorafit.models import resolve_layers
 
     config = BertConfig(hidden_size=8, num_hidden_layers=count, num_attention_heads=2, intermediate_size=8,
                         vocab_size=20)
-    assert resolve_layers(BertModel(config), "auto") == expected
+    assert resolve_layers(BertModel(config), "auto", rows) == expected
 
 
 def test_auto_layers_put_lora_on_every_block_on_large_data(encoder_and_tokenizer, tiny_model: str) -> None:

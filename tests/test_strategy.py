@@ -10,13 +10,14 @@ from helpers import Infos, make_texts
 
 import lorafit.strategy as strategy
 from lorafit import Classifier
-from lorafit.strategy import LARGE_DATA_EPOCHS, LARGE_DATA_ROWS, SMALL_DATA_EPOCHS, auto_layers, describe, \
-    resolve_epochs
+from lorafit.strategy import LARGE_DATA_EPOCHS, LARGE_DATA_ROWS, MEDIUM_DATA_ROWS, SMALL_DATA_EPOCHS, auto_layers, \
+    describe, resolve_epochs
 
 
 @pytest.mark.parametrize("blocks, rows, expected", [
-    (6, LARGE_DATA_ROWS - 1, [4, 5]), (6, LARGE_DATA_ROWS, [0, 1, 2, 3, 4, 5]), (12, 100, [8, 9, 10, 11]),
-    (2, 0, [1]), (1, LARGE_DATA_ROWS, [0])])
+    (6, MEDIUM_DATA_ROWS - 1, [4, 5]), (6, MEDIUM_DATA_ROWS, [5]), (6, LARGE_DATA_ROWS - 1, [5]),
+    (6, LARGE_DATA_ROWS, [0, 1, 2, 3, 4, 5]), (12, 100, [8, 9, 10, 11]), (12, MEDIUM_DATA_ROWS, [10, 11]),
+    (2, 0, [1]), (2, MEDIUM_DATA_ROWS, [1]), (1, LARGE_DATA_ROWS, [0])])
 def test_auto_layers(blocks: int, rows: int, expected: list[int]) -> None:
     assert auto_layers(blocks, rows) == expected
 
@@ -28,7 +29,11 @@ def test_epochs() -> None:
 
 
 def test_describe_names_only_what_auto_changed() -> None:
-    assert describe("auto", "auto", LARGE_DATA_ROWS - 1) is None  # small data: the usual strategy, no message
+    assert describe("auto", "auto", MEDIUM_DATA_ROWS - 1) is None  # small data: the usual strategy, no message
+    medium = describe("auto", "auto", LARGE_DATA_ROWS - 1)
+    assert medium == ("medium data (29,999 training rows, 5,000 to 29,999): LoRA on the top sixth of the blocks "
+                      "(set --layers-to-transform to choose otherwise)")  # the epochs are the usual ones
+    assert describe([5], "auto", MEDIUM_DATA_ROWS) is None
     assert describe([4, 5], 3, LARGE_DATA_ROWS) is None  # nothing left to auto
     both = describe("auto", "auto", 45_000)
     assert "45,000 training rows" in both and "LoRA on every block and 1 epoch" in both and "--epochs" in both
@@ -52,4 +57,10 @@ def test_large_data_trains_every_block_for_one_epoch(tiny_model: str, tmp_path, 
     infos = Infos()
     clf = Classifier(model=tiny_model, **settings).fit(texts, labels, callback=infos)
     assert clf.metrics_["epochs"] == 2 and clf.metrics_["cached_layers"] == 1
-    assert not any("large data" in m for m in infos.messages)
+    assert not any("large data" in m or "medium data" in m for m in infos.messages)
+
+    monkeypatch.setattr(strategy, "MEDIUM_DATA_ROWS", 27)  # medium data: the top sixth (the top one of two blocks)
+    infos = Infos()
+    clf = Classifier(model=tiny_model, **settings).fit(texts, labels, callback=infos)
+    assert clf.metrics_["epochs"] == 2 and clf.model.lora_settings.layers_to_transform == [1]
+    assert any(m.startswith("medium data (27 training rows") for m in infos.messages)

@@ -99,7 +99,7 @@ def train(
     lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA branch.")] = _default(LoraSettings, "lora_dropout"),
     bias: Annotated[str, typer.Option(help="Biases to train: none, all or lora_only.")] = _default(LoraSettings, "bias"),
     target_modules: Annotated[Optional[str], typer.Option(help="Comma-separated module names for LoRA; default: every linear layer of the encoder blocks.")] = None,
-    layers_to_transform: Annotated[str, typer.Option(help="Encoder blocks that get LoRA: 'auto' (the top third, the frozen blocks below cached; every block from 30,000 training rows on), 'all', or indices like 4,5.")] = _default(LoraSettings, "layers_to_transform"),
+    layers_to_transform: Annotated[str, typer.Option(help="Encoder blocks that get LoRA: 'auto' (by training rows: the top third under 5,000, the top sixth from 5,000, every block from 30,000; frozen blocks below are cached), 'all', or indices like 4,5.")] = _default(LoraSettings, "layers_to_transform"),
     use_rslora: Annotated[bool, typer.Option(help="Rank-stabilised LoRA scaling.")] = _default(LoraSettings, "use_rslora"),
     use_dora: Annotated[bool, typer.Option(help="DoRA (weight-decomposed LoRA).")] = _default(LoraSettings, "use_dora"),
     epochs: Annotated[str, typer.Option(help="Passes over the training data; auto: 2, or 1 from 30,000 training rows on (with LoRA on every block there: see --layers-to-transform).")] = _default(TrainConfig, "epochs"),

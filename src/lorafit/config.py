@@ -100,8 +100,9 @@ class LoraSettings:
     target_modules: list[str] | None = None
     """Module names that get LoRA; ``None`` means every linear layer of the encoder's blocks."""
     layers_to_transform: list[int] | str | None = "auto"
-    """Encoder blocks (0-based) that get LoRA: a list, ``"all"`` (or ``None``), or ``"auto"``: the top
-    third of the blocks (at least one). Blocks below the lowest one are frozen, and their output is
+    """Encoder blocks (0-based) that get LoRA: a list, ``"all"`` (or ``None``), or ``"auto"``: chosen by
+    the training rows (:mod:`lorafit.strategy`): the top third of the blocks (at least one), the top sixth
+    from 5,000 rows, every block from 30,000. Blocks below the lowest one are frozen, and their output is
     computed once and cached, so every epoch runs only the blocks that learn."""
     use_rslora: bool = False
     """Rank-stabilised scaling ``lora_alpha / sqrt(r)``."""

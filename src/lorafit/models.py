@@ -227,7 +227,7 @@ def attach_head(encoder: nn.Module, num_labels: int) -> None:
 
 def resolve_layers(encoder: nn.Module, layers: list[int] | str | None, rows: int = 0) -> list[int] | None:
     """The blocks that get LoRA: ``"auto"`` chooses by the ``rows`` of training data
-    (:func:`lorafit.strategy.auto_layers`: the top third, or every block on large data).
+    (:func:`lorafit.strategy.auto_layers`: the top third, the top sixth on medium data, every block on large data).
 
     Out-of-range indices are a ConfigError naming the number of blocks.
     """

@@ -225,6 +225,16 @@ class _Clock:
             self._losses = []
 
 
+def _blocks(indices) -> str:
+    """``block 5``, ``blocks 4, 5`` or, for a run from 0, ``blocks 0-3``."""
+    indices = list(indices)
+    if len(indices) == 1:
+        return f"block {indices[0]}"
+    if len(indices) > 2 and indices == list(range(indices[-1] + 1)):
+        return f"blocks 0-{indices[-1]}"
+    return f"blocks {', '.join(map(str, indices))}"
+
+
 @dataclass
 class Source:
     """Training or validation inputs: row lengths and a function that builds the batch of given rows."""
@@ -273,11 +283,11 @@ class Trainer:
         head = "head from a linear probe" if self.config.probe_init else "randomly initialised head"
         if not layers:
             return f"LoRA on every encoder block, {head}, {self.precision}"
-        blocks = f"LoRA on encoder blocks {', '.join(map(str, layers))}"
+        blocks = f"LoRA on encoder {_blocks(layers)}"
         if self.model.split:
-            blocks += f"; blocks 0-{self.model.split - 1} frozen, their output computed once and cached"
+            blocks += f"; {_blocks(range(self.model.split))} frozen, computed once and cached"
         elif self.model.frozen_blocks:
-            blocks += f"; blocks 0-{self.model.frozen_blocks - 1} frozen, recomputed at every step (not cached)"
+            blocks += f"; {_blocks(range(self.model.frozen_blocks))} frozen, recomputed at every step (not cached)"
         return f"{blocks}; {head}, {self.precision}"
 
     def _run(self, source: Source, precision: str, method: str = "forward") -> np.ndarray:
