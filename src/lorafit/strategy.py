@@ -33,17 +33,22 @@ def is_large(rows: int) -> bool:
     return rows >= LARGE_DATA_ROWS
 
 
-def _share(rows: int) -> tuple[int, str]:
-    """The divisor of the block count ``auto`` trains at ``rows`` (1: every block), and its name."""
+def data_size(rows: int) -> str:
+    """``"small"``, ``"medium"`` or ``"large"``: the strategy ``rows`` training rows get."""
     if is_large(rows):
-        return 1, "every block"
-    return (6, "the top sixth of the blocks") if rows >= MEDIUM_DATA_ROWS else (3, "the top third of the blocks")
+        return "large"
+    return "medium" if rows >= MEDIUM_DATA_ROWS else "small"
+
+
+_BLOCKS = {"small": (3, "the top third of the blocks"), "medium": (6, "the top sixth of the blocks"),
+           "large": (1, "every block")}
+"""Per data size: the divisor of the block count that ``auto`` trains (at least one block), and its name."""
 
 
 def auto_layers(blocks: int, rows: int) -> list[int]:
     """The blocks ``layers_to_transform="auto"`` gives LoRA at ``rows`` training rows: the top third (at
     least one) on small data, the top sixth (at least one) on medium data, every block on large data."""
-    share, _ = _share(rows)
+    share, _ = _BLOCKS[data_size(rows)]
     top = max(1, -(-blocks // share))
     return list(range(blocks - top, blocks))
 
@@ -58,16 +63,15 @@ def resolve_epochs(setting: int | str, rows: int) -> int:
 def describe(layers_setting: object, epochs_setting: object, rows: int) -> str | None:
     """A line naming what ``auto`` chose on medium or large data and how to override it (None on small data,
     where nothing differs from the usual strategy, or when nothing it chose is ``auto``)."""
-    share, blocks = _share(rows)
-    if share == 3:
+    size = data_size(rows)
+    if size == "small":
         return None
-    large = is_large(rows)
+    epochs = epochs_setting if size == "large" else None  # medium data trains the usual epochs
     chosen = [(what, option) for what, option, setting in (
-        (f"LoRA on {blocks}", "--layers-to-transform", layers_setting),
-        (f"{LARGE_DATA_EPOCHS} epoch", "--epochs", epochs_setting if large else None)) if setting == "auto"]
+        (f"LoRA on {_BLOCKS[size][1]}", "--layers-to-transform", layers_setting),
+        (f"{LARGE_DATA_EPOCHS} epoch", "--epochs", epochs)) if setting == "auto"]
     if not chosen:
         return None
-    size = f"large data ({rows:,} training rows, at least {LARGE_DATA_ROWS:,})" if large else \
-        f"medium data ({rows:,} training rows, {MEDIUM_DATA_ROWS:,} to {LARGE_DATA_ROWS - 1:,})"
-    return (f"{size}: {' and '.join(what for what, _ in chosen)} "
+    bound = f"at least {LARGE_DATA_ROWS:,}" if size == "large" else f"{MEDIUM_DATA_ROWS:,} to {LARGE_DATA_ROWS - 1:,}"
+    return (f"{size} data ({rows:,} training rows, {bound}): {' and '.join(what for what, _ in chosen)} "
             f"(set {' / '.join(option for _, option in chosen)} to choose otherwise)")
