@@ -226,3 +226,43 @@ def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str) -> None:
     after = _eval_logits(model.cpu(), batch)  # the Trainer moved it to the GPU where there is one
     np.testing.assert_allclose(features, expected, atol=1e-5)
     torch.testing.assert_close(after, before, atol=0, rtol=0)
+
+
+def test_bf16_cache_pass_runs_a_bf16_copy_of_the_base_model(tiny_model: str, monkeypatch) -> None:
+    """In bf16 the pass runs a copy of the base model with bf16 weights (LoRA layers dropped, as the adapters
+    are off in the pass) instead of autocast: the cache and the probe's embeddings agree with autocast's to
+    within bf16's rounding, and the model itself is left as it was (fp32, LoRA on).
+    ``LORAFIT_CACHE_BF16_COPY=0`` runs the autocast pass."""
+    from peft.tuners.lora import LoraLayer
+
+    encoder, tokenizer = load_encoder(tiny_model)
+    model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform=[1]), tiny_model)
+    _perturb_lora_b(model)  # the copy must not run them
+    encoded, batch = _texts_batch(tokenizer, seed=8)
+    before = _eval_logits(model, batch)
+    copies, make_copy = [], cache.bf16_copy
+
+    def recorded(runner, **options):
+        copies.append(make_copy(runner, **options))
+        return copies[-1]
+
+    def build() -> tuple[cache.PrefixCache, np.ndarray]:
+        return cache.build_cache(model.encoder, encoded, 1, tokenizer.pad_token_id, 4, "bf16", torch.device("cpu"),
+                                 pooling="mean")
+
+    monkeypatch.setattr(cache, "bf16_copy", recorded)
+    monkeypatch.setenv("LORAFIT_CACHE_BF16_COPY", "0")
+    autocast_cache, autocast_features = build()
+    assert not copies
+    monkeypatch.delenv("LORAFIT_CACHE_BF16_COPY")
+    copy_cache, copy_features = build()
+    assert len(copies) == 1
+    assert not any(isinstance(m, LoraLayer) for m in copies[0].modules())
+    assert {p.dtype for p in copies[0].parameters()} == {torch.bfloat16}
+    assert copy_cache.states.dtype == autocast_cache.states.dtype == torch.bfloat16
+    torch.testing.assert_close(copy_cache.states.float(), autocast_cache.states.float(), atol=0.05, rtol=0.02)
+    assert float(np.min(np.sum(copy_features * autocast_features, axis=1))) > 0.999  # unit vectors: cosines
+    np.testing.assert_allclose(copy_features, _base_embeddings(tiny_model, batch), atol=0.02)
+    torch.testing.assert_close(_eval_logits(model, batch), before, atol=0, rtol=0)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert any(isinstance(m, LoraLayer) for m in model.encoder.modules())

@@ -96,14 +96,14 @@ def _exact_gelu(module: nn.Module | None) -> bool:
     return type(module).__name__ == "GELUActivation" and getattr(module, "act", None) is nn.functional.gelu
 
 
-def fuse_linears(model: nn.Module, skip: str) -> int:
+def fuse_linears(model: nn.Module, skip: str | None = None) -> int:
     """Swap ``model``'s linear layers (merged LoRA layers included) for :class:`FusedLinear`, in place, for
-    inference only; the top-level child ``skip`` (the fp32 head) is left alone. A linear ``dense`` beside an
+    inference only; the top-level child ``skip``, if named (the fp32 head), is left alone. A linear ``dense`` beside an
     exact-GELU ``intermediate_act_fn`` (BERT's feed-forward block) takes the GELU in; the residual blocks of
     :data:`RESIDUAL_BLOCKS` take their sum in. Returns the number of layers swapped (0 where it is off)."""
     if not enabled():
         return 0
-    head = getattr(model, skip, None)
+    head = getattr(model, skip, None) if skip else None
     kept = {id(m) for m in head.modules()} if isinstance(head, nn.Module) else set()
     swapped = 0
     for parent in list(model.modules()):

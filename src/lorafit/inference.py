@@ -94,14 +94,23 @@ class InferenceModels:
         if precision != "bf16":
             return model, precision
         if self._source is not model:
-            lowered = copy.deepcopy(model).eval()
-            if self.prepare is not None:
-                self.prepare(lowered)
-            lowered.to(torch.bfloat16)
-            getattr(lowered, self.head).float()
-            fuse_linears(lowered, skip=self.head)
-            self._source, self._bf16 = model, lowered
+            self._source, self._bf16 = model, bf16_copy(model, self.prepare, head=self.head)
         return self._bf16, "fp32"  # bf16 weights already: no autocast
+
+
+def bf16_copy(model: torch.nn.Module, prepare: Callable[[torch.nn.Module], None] | None = None,
+              head: str | None = None) -> torch.nn.Module:
+    """An eval-mode copy of ``model`` for inference: ``prepare`` applied to it first, then bf16 weights (the
+    top-level child ``head``, if named, stays fp32) and, on a CPU, oneDNN-fused linear layers
+    (:func:`lorafit.fusion.fuse_linears`). ``model`` is left as it was."""
+    lowered = copy.deepcopy(model).eval()
+    if prepare is not None:
+        prepare(lowered)
+    lowered.to(torch.bfloat16)
+    if head is not None:
+        getattr(lowered, head).float()
+    fuse_linears(lowered, skip=head)
+    return lowered
 
 
 def token_batches(encoded: Encoded, pad_id: int, multiple: int) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
