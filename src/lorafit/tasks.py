@@ -128,10 +128,10 @@ class SingleLabel:
         """The validation metrics recorded at every evaluation (the best checkpoint is picked by one of them)."""
         return metrics.headline(targets, logits.argmax(1), logits.shape[1])
 
-    def fit_probe(self, features: np.ndarray, targets: np.ndarray, n_outputs: int, seed: int,
-                  balanced: bool) -> tuple[np.ndarray, np.ndarray]:
+    def fit_probe(self, features: np.ndarray, targets: np.ndarray, n_outputs: int, balanced: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """The head's starting weights ``(W, b)`` from the frozen embeddings."""
-        return fit_probe(features, targets, n_outputs, seed=seed, balanced=balanced)
+        return fit_probe(features, targets, n_outputs, balanced=balanced)
 
     def finish(self, head: torch.nn.Module) -> None:
         """Adjust the trained head for inference (regression: answer in the target's units)."""
@@ -253,9 +253,9 @@ class MultiLabel(SingleLabel):
         """At the default threshold (logit 0) while training; the tuned thresholds come after it."""
         return metrics.multilabel_headline(targets, (logits > 0).astype(int))
 
-    def fit_probe(self, features: np.ndarray, targets: np.ndarray, n_outputs: int, seed: int,
-                  balanced: bool) -> tuple[np.ndarray, np.ndarray]:
-        return fit_multilabel_probe(features, targets, seed=seed, balanced=balanced)
+    def fit_probe(self, features: np.ndarray, targets: np.ndarray, n_outputs: int, balanced: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        return fit_multilabel_probe(features, targets, balanced=balanced)
 
     def tune(self, probabilities: np.ndarray, targets: np.ndarray) -> None:
         """Per label, the threshold that maximises its F1 on validation data (0.5 for a label without
@@ -369,8 +369,8 @@ class Regression(SingleLabel):
         """In the target's units: ``targets`` and ``logits`` are standardised while training."""
         return metrics.regression_scores(targets * self.std + self.mean, logits[:, 0] * self.std + self.mean)
 
-    def fit_probe(self, features: np.ndarray, targets: np.ndarray, n_outputs: int, seed: int,
-                  balanced: bool) -> tuple[np.ndarray, np.ndarray]:
+    def fit_probe(self, features: np.ndarray, targets: np.ndarray, n_outputs: int, balanced: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
         return fit_ridge_probe(features, targets)
 
     def probabilities(self, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

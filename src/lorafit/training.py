@@ -347,8 +347,7 @@ class Trainer:
         """Fit the task's linear probe (logistic regression; ridge for regression) on the frozen embeddings and
         copy it into the head."""
         self.callback.on_phase("probe")
-        weight, bias = self.task.fit_probe(features, train_y, n_labels, seed=self.config.seed,
-                                           balanced=self.class_weights is not None)
+        weight, bias = self.task.fit_probe(features, train_y, n_labels, balanced=self.class_weights is not None)
         init_head(self.model.head, weight, bias)
 
     def fit(self, train_tokens: Encoded, train_y: np.ndarray, val_tokens: Encoded | None, val_y: np.ndarray | None,
