@@ -208,11 +208,24 @@ def test_bottom_only_pass_caches_what_the_full_pass_caches(tiny_model: str) -> N
     torch.testing.assert_close(bottom.states, full.states, atol=0, rtol=0)
 
 
-def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str, precision: str, monkeypatch) -> None:
     """With LoRA on every block nothing is cached, and the probe's embeddings come from a pass of their own:
-    it too runs the base model (adapter branches off) and leaves LoRA switched on afterwards."""
+    it too runs the base model (adapter branches off; in bf16 a bf16 copy of it, LoRA layers dropped) and
+    leaves the model as it was, LoRA switched on."""
+    from peft.tuners.lora import LoraLayer
+
+    from lorafit import training
     from lorafit.config import TrainConfig
     from lorafit.training import Trainer
+
+    copies, make_copy = [], training.bf16_copy
+
+    def recorded(model, **options):
+        copies.append(make_copy(model, **options))
+        return copies[-1]
+
+    monkeypatch.setattr(training, "bf16_copy", recorded)
 
     encoder, tokenizer = load_encoder(tiny_model)
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform="all"), tiny_model)
@@ -220,12 +233,17 @@ def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str) -> None:
     _perturb_lora_b(model)  # so that the adapter branches would show
     encoded, batch = _texts_batch(tokenizer, seed=7)
     before = _eval_logits(model, batch)
-    trainer = Trainer(model, TrainConfig(model=tiny_model, precision="fp32"), tokenizer.pad_token_id)
+    trainer = Trainer(model, TrainConfig(model=tiny_model, precision=precision), tokenizer.pad_token_id)
     _, _, features = trainer.prepare(encoded, None, features_needed=True)
     expected = _base_embeddings(tiny_model, batch)
     after = _eval_logits(model.cpu(), batch)  # the Trainer moved it to the GPU where there is one
-    np.testing.assert_allclose(features, expected, atol=1e-5)
+    np.testing.assert_allclose(features, expected, atol=1e-5 if precision == "fp32" else 0.02)
     torch.testing.assert_close(after, before, atol=0, rtol=0)
+    assert len(copies) == (precision == "bf16")
+    for lowered in copies:
+        assert not any(isinstance(m, LoraLayer) for m in lowered.modules())
+        assert {p.dtype for p in lowered.encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 def test_bf16_cache_pass_runs_a_bf16_copy_of_the_base_model(tiny_model: str, monkeypatch) -> None:

@@ -167,9 +167,8 @@ def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, bat
                 hidden = out.hidden_states[split].to(dtype).cpu()
                 for j, i in enumerate(index):
                     states[offsets[i]:offsets[i] + encoded.lengths[i]] = hidden[j, :encoded.lengths[i]]
-                if features is not None:  # pooled in fp32, as under autocast (its layer norms end in fp32)
-                    features[index] = pool(out.last_hidden_state.float(), batch["attention_mask"],
-                                           pooling).cpu().numpy()
+                if features is not None:
+                    features[index] = pool(out.last_hidden_state, batch["attention_mask"], pooling).cpu().numpy()
                 del out
     finally:
         model.train(was_training)

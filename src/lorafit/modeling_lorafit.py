@@ -38,13 +38,15 @@ class LorafitConfig(PretrainedConfig):
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, normalize: bool = True) -> torch.Tensor:
     """One vector per text: the mean of its real tokens' states (``mean``) or its first ([CLS]) state
-    (``cls``), L2-normalised unless ``normalize`` is False (the head always sees it normalised)."""
+    (``cls``), L2-normalised unless ``normalize`` is False (the head always sees it normalised). Computed in fp32
+    whatever ``hidden``'s dtype (a bf16 model's states are summed in fp32)."""
+    hidden = hidden.float()
     if pooling == "cls":
         pooled = hidden[:, 0]
     else:
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mask = attention_mask.unsqueeze(-1).float()
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-    return nn.functional.normalize(pooled.float(), dim=-1) if normalize else pooled.float()
+    return nn.functional.normalize(pooled, dim=-1) if normalize else pooled
 
 
 class LorafitForSequenceClassification(PreTrainedModel):

@@ -25,13 +25,13 @@ from lorafit.batching import bucketed_batches, pad_multiple
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
 from lorafit.errors import RunDirError
-from lorafit.cache import adapters_off, build_cache
+from lorafit.cache import adapters_off, base_layers_only, bf16_copy_enabled, build_cache
 from lorafit.dropout import use_fast_dropout
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
     restore_rng, rng_entries, rng_snapshot
 from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
 from lorafit.memory import bound_heap, peak_memory_mb, release_free_memory
-from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
+from lorafit.inference import INFERENCE_PRECISION, autocast, bf16_copy, forward_all, resolve_precision, token_batches
 from lorafit.models import LoraClassifier, count_parameters
 from lorafit.probe import init_head
 from lorafit.strategy import resolve_epochs
@@ -290,15 +290,28 @@ class Trainer:
             blocks += f"; {_blocks(range(self.model.frozen_blocks))} frozen, recomputed at every step (not cached)"
         return f"{blocks}; {head}, {self.precision}"
 
-    def _run(self, source: Source, precision: str, method: str = "forward") -> np.ndarray:
-        """``method`` over every row of ``source``; with several processes each runs a slice, all get all rows."""
+    def _run(self, source: Source, precision: str, method: str = "forward",
+             model: torch.nn.Module | None = None) -> np.ndarray:
+        """``method`` of ``model`` (the model trained unless given) over every row of ``source``; with several
+        processes each runs a slice, all get all rows."""
+        model = self.model if model is None else model
         if self.world_size == 1:
-            return forward_all(self.model, source.lengths, source.make_batch, self.config.eval_batch_size,
+            return forward_all(model, source.lengths, source.make_batch, self.config.eval_batch_size,
                                precision, self.device, method=method)
         rows = distributed.shard(len(source), self.rank, self.world_size)
-        part = forward_all(self.model, source.lengths[rows], lambda index: source.make_batch(rows[index]),
+        part = forward_all(model, source.lengths[rows], lambda index: source.make_batch(rows[index]),
                            self.config.eval_batch_size, precision, self.device, method=method)
         return distributed.gather_rows(part)
+
+    def _base_embeddings(self, source: Source) -> np.ndarray:
+        """The base model's pooled embeddings of ``source``'s rows (LoRA's branches off), for the probe. In bf16
+        they come from a bf16 copy of the base model, as the cache pass's do (:func:`lorafit.cache.build_cache`;
+        ``LORAFIT_CACHE_BF16_COPY=0``: autocast)."""
+        if self.precision == "bf16" and bf16_copy_enabled():
+            lowered = bf16_copy(self.model, prepare=lambda model: base_layers_only(model.encoder))
+            return self._run(source, "fp32", method="embed", model=lowered)  # bf16 weights: no autocast
+        with adapters_off(self.model.encoder):
+            return self._run(source, self.precision, method="embed")
 
     def evaluate(self, source: Source, targets: np.ndarray, n_labels: int) -> tuple[dict[str, float], np.ndarray]:
         """Headline metrics on ``source`` and the logits behind them, in fp32 like ``lorafit evaluate``."""
@@ -324,10 +337,8 @@ class Trainer:
         val_pad = pad_multiple(self.config.pad_to_multiple_of, INFERENCE_PRECISION, self.device)
         if not split:
             train_src = Source(train.lengths, token_batches(train, self.pad_id, train_pad))
-            features = None
-            if features_needed:  # the probe's embeddings: the base model's, as LoRA's B starts at zero
-                with adapters_off(self.model.encoder):
-                    features = self._run(train_src, self.precision, method="embed")
+            # the probe's embeddings: the base model's, as LoRA's B starts at zero
+            features = self._base_embeddings(train_src) if features_needed else None
             val_src = Source(val.lengths, token_batches(val, self.pad_id, val_pad)) if val is not None else None
             return train_src, val_src, features
         self.callback.on_phase("cache")
