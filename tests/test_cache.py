@@ -215,17 +215,16 @@ def test_uncached_probe_pass_runs_the_base_model_too(tiny_model: str, precision:
     leaves the model as it was, LoRA switched on."""
     from peft.tuners.lora import LoraLayer
 
-    from lorafit import training
     from lorafit.config import TrainConfig
     from lorafit.training import Trainer
 
-    copies, make_copy = [], training.bf16_copy
+    copies, make_copy = [], cache.bf16_copy
 
     def recorded(model, **options):
         copies.append(make_copy(model, **options))
         return copies[-1]
 
-    monkeypatch.setattr(training, "bf16_copy", recorded)
+    monkeypatch.setattr(cache, "bf16_copy", recorded)
 
     encoder, tokenizer = load_encoder(tiny_model)
     model = build_classifier(encoder, LABELS, "mean", LoraSettings(layers_to_transform="all"), tiny_model)

@@ -105,10 +105,14 @@ def base_layers_only(model: nn.Module) -> None:
                 setattr(parent, name, child.get_base_layer())
 
 
-def bf16_copy_enabled() -> bool:
-    """Whether a bf16 cache pass runs through a bf16 copy of the base model (``LORAFIT_CACHE_BF16_COPY`` is
-    not ``0``) rather than under autocast over the fp32 weights."""
-    return os.environ.get("LORAFIT_CACHE_BF16_COPY", "1") != "0"
+def base_pass(model: nn.Module, precision: str) -> tuple[nn.Module, str]:
+    """``(module, autocast precision)`` for a pass that needs ``model``'s base model only (LoRA's branches
+    off): in bf16 a copy of it with bf16 weights and no LoRA layers, run without autocast
+    (:func:`lorafit.inference.bf16_copy`); else ``model`` itself at ``precision``, or under bf16 autocast
+    when ``LORAFIT_CACHE_BF16_COPY=0``. Run it inside :func:`adapters_off` ``(model)``."""
+    if precision == "bf16" and os.environ.get("LORAFIT_CACHE_BF16_COPY", "1") != "0":
+        return bf16_copy(model, prepare=base_layers_only), "fp32"  # bf16 weights: no autocast
+    return model, precision
 
 
 class PrefixCache:
@@ -150,10 +154,7 @@ def build_cache(model: nn.Module, encoded: Encoded, split: int, pad_id: int, bat
 
     was_training = model.training
     model.eval()
-    runner = model if pooling else bottom_model(model, split)
-    run_precision = precision
-    if precision == "bf16" and bf16_copy_enabled():
-        runner, run_precision = bf16_copy(runner, prepare=base_layers_only), "fp32"  # bf16 weights: no autocast
+    runner, run_precision = base_pass(model if pooling else bottom_model(model, split), precision)
     dtype = DTYPES[precision]
     offsets = np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]).astype(np.int64)
     states = torch.empty((int(encoded.lengths.sum()), model.config.hidden_size), dtype=dtype)

@@ -26,6 +26,8 @@ def fit_probe(features: np.ndarray, label_ids: np.ndarray, num_labels: int, c: f
         weight[present], bias[present] = 0.0, 0.0
         return weight, bias
     coef, intercept = _logistic_lbfgs(features, y, len(present), c, _class_weights(y, len(present), balanced))
+    if len(present) == 2:  # two rows as softmax wants them: symmetric halves of the one logistic row
+        coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
     weight[present] = coef
     bias[present] = intercept
     return weight, bias
@@ -43,8 +45,8 @@ def _logistic_lbfgs(features: np.ndarray, y: np.ndarray, classes: int, c: float,
                     tol: float = 1e-4, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's L2 logistic regression (``LogisticRegression(C=c, tol=tol, max_iter=max_iter)``): the
     weighted mean cross-entropy plus ``||W||^2 / (2 c sum(sample_weight))``, the intercept unpenalised;
-    multinomial over ``classes`` softmax rows, and for two classes its single logistic row, returned as two
-    symmetric softmax rows. Solved in float64 by torch's L-BFGS (history 10, strong Wolfe line search), stopping
+    multinomial over ``classes`` softmax rows, and for two classes its single logistic row (of class 1 against
+    class 0). Solved in float64 by torch's L-BFGS (history 10, strong Wolfe line search), stopping
     as scikit-learn's lbfgs does when no gradient entry exceeds ``tol``, with the gradient written out
     (no autograd). scikit-learn's own solver spent about 4x the time on BANKING77's 10,003 x 384 features
     (numpy's float64 products on OpenBLAS and scipy's L-BFGS-B bookkeeping), for the same labels on 99.9% of
@@ -79,10 +81,7 @@ def _logistic_lbfgs(features: np.ndarray, y: np.ndarray, classes: int, c: float,
         return loss
 
     optimizer.step(loss_and_gradient)
-    coef, intercept = w.detach().numpy(), b.detach().numpy()
-    if binary:  # two rows as softmax wants them: symmetric halves of the one row
-        coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-    return coef, intercept
+    return w.detach().numpy(), b.detach().numpy()
 
 
 def init_head(head: torch.nn.Module, weight: np.ndarray, bias: np.ndarray) -> None:
@@ -112,7 +111,7 @@ def fit_multilabel_probe(features: np.ndarray, targets: np.ndarray, c: float = 1
             continue
         column = targets[:, j].astype(np.int64)
         coef, intercept = _logistic_lbfgs(features, column, 2, c, _class_weights(column, 2, balanced))
-        weight[j], bias[j] = coef[1] - coef[0], intercept[1] - intercept[0]
+        weight[j], bias[j] = coef[0], intercept[0]
     return weight, bias
 
 

@@ -25,13 +25,13 @@ from lorafit.batching import bucketed_batches, pad_multiple
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
 from lorafit.errors import RunDirError
-from lorafit.cache import adapters_off, base_layers_only, bf16_copy_enabled, build_cache
+from lorafit.cache import adapters_off, base_pass, build_cache
 from lorafit.dropout import use_fast_dropout
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
     restore_rng, rng_entries, rng_snapshot
 from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
 from lorafit.memory import bound_heap, peak_memory_mb, release_free_memory
-from lorafit.inference import INFERENCE_PRECISION, autocast, bf16_copy, forward_all, resolve_precision, token_batches
+from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
 from lorafit.models import LoraClassifier, count_parameters
 from lorafit.probe import init_head
 from lorafit.strategy import resolve_epochs
@@ -305,13 +305,10 @@ class Trainer:
 
     def _base_embeddings(self, source: Source) -> np.ndarray:
         """The base model's pooled embeddings of ``source``'s rows (LoRA's branches off), for the probe. In bf16
-        they come from a bf16 copy of the base model, as the cache pass's do (:func:`lorafit.cache.build_cache`;
-        ``LORAFIT_CACHE_BF16_COPY=0``: autocast)."""
-        if self.precision == "bf16" and bf16_copy_enabled():
-            lowered = bf16_copy(self.model, prepare=lambda model: base_layers_only(model.encoder))
-            return self._run(source, "fp32", method="embed", model=lowered)  # bf16 weights: no autocast
+        they come from a bf16 copy of the base model, as the cache pass's do (:func:`lorafit.cache.base_pass`)."""
+        runner, precision = base_pass(self.model, self.precision)
         with adapters_off(self.model.encoder):
-            return self._run(source, self.precision, method="embed")
+            return self._run(source, precision, method="embed", model=runner)
 
     def evaluate(self, source: Source, targets: np.ndarray, n_labels: int) -> tuple[dict[str, float], np.ndarray]:
         """Headline metrics on ``source`` and the logits behind them, in fp32 like ``lorafit evaluate``."""
