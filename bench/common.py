@@ -71,10 +71,12 @@ def probe(model: str, train: str, test: str) -> dict:
 
 
 class Sink:
-    """Appends result lines (with the machine facts) to a JSONL file and echoes them."""
+    """Appends result lines (with the machine facts) to a JSONL file and echoes them. The command is recorded
+    with the ``LORAFIT_*`` switches set in the environment in front of it, as it would be typed."""
 
     def __init__(self, path: str, command: str) -> None:
-        self.path, self.facts, self.results = path, {**machine(), "command": command}, []
+        switches = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("LORAFIT_")]
+        self.path, self.facts, self.results = path, {**machine(), "command": " ".join([*switches, command])}, []
 
     def keep(self, record: dict) -> dict:
         record = {**record, **self.facts}
