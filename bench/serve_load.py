@@ -2,7 +2,8 @@
 
 Two services on the same run directory are started as separate processes: one with the default
 micro-batching and one with batching off (`--max-batch-size 1 --max-wait-ms 0`), so the batcher's
-effect is measured side by side. For each round and each concurrency level (8 and 32 clients by
+effect is measured side by side; or, with `--compare precision`, one in fp32 (the default) and one with
+`--precision bf16`. For each round and each concurrency level (8 and 32 clients by
 default), each service gets the same requests (one BANKING77 test text each, in file order), one
 service right after the other; the order of the two alternates between rounds. Reported per run:
 requests/s, p50/p99 latency, errors (any non-200 answer or failed request). The clients (asyncio +
@@ -28,7 +29,11 @@ import pandas as pd
 
 from common import PY, Sink
 
-SERVICES = {"batched": [], "unbatched": ["--max-batch-size", "1", "--max-wait-ms", "0"]}
+COMPARISONS = {
+    "batching": {"batched": [], "unbatched": ["--max-batch-size", "1", "--max-wait-ms", "0"]},
+    "precision": {"fp32": [], "bf16": ["--precision", "bf16"]},
+}
+"""The pairs of services ``--compare`` chooses between (the flags each is started with)."""
 
 
 def free_port() -> int:
@@ -99,13 +104,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="batching",
+                        help="batching: default vs batching off; precision: fp32 vs --precision bf16 (both batched)")
     args = parser.parse_args()
+    flags = COMPARISONS[args.compare]
 
     pool = pd.read_csv(args.texts, keep_default_na=False, dtype=str)["text"].tolist()
     need = args.requests * args.texts_per_request
     texts = (pool * (need // len(pool) + 1))[:need]
     sink = Sink(args.out, "python " + " ".join(sys.argv))
-    services = {name: start_service(args.run_dir, extra) for name, extra in SERVICES.items()}
+    services = {name: start_service(args.run_dir, extra) for name, extra in flags.items()}
     try:
         for name, (_, url) in services.items():  # warm-up: first calls build kernels and caches
             asyncio.run(drive(url, texts[:64], 8, 1))
@@ -114,7 +122,7 @@ def main() -> None:
             for clients in args.clients:
                 for name in order:
                     result = asyncio.run(drive(services[name][1], texts, clients, args.texts_per_request))
-                    sink.keep({"round": round_number, "service": name, "service_flags": SERVICES[name],
+                    sink.keep({"round": round_number, "service": name, "service_flags": flags[name],
                                "clients": clients, **result, "load_average_1min": round(os.getloadavg()[0], 2)})
     finally:
         for proc, _ in services.values():

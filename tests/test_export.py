@@ -307,6 +307,17 @@ def test_abstaining_runs_abstain_in_every_export(run_copy: Path, tmp_path: Path)
         assert json.loads(result.stdout)["label"] == "not_sure"
 
 
+def test_serving_in_bf16_lowers_merged_exports_and_refuses_onnx_ones(exports, run_dir: Path, reference) -> None:
+    from lorafit.registry import load_runs
+
+    merged, run = load_runs([("merged", exports["merged"]), ("run", run_dir)], precision="bf16")
+    assert merged.precision == run.precision == "bf16" and merged.backend.inference_precision == "bf16"
+    np.testing.assert_allclose(merged.backend.predict_proba(TEXTS), reference, atol=3e-2)
+    with pytest.raises(ConfigError, match="ONNX export's precision is fixed"):
+        load_runs([("onnx", exports["onnx"])], precision="bf16")
+    assert load_runs([("onnx", exports["onnx"])], precision="fp32")[0].precision == "onnx"
+
+
 def test_the_service_serves_an_onnx_export_beside_a_run(exports, run_dir: Path, reference) -> None:
     from fastapi.testclient import TestClient
 

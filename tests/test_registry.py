@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import TINY_TRAIN
 from helpers import make_texts
 from lorafit import Classifier, RunDirError
+from lorafit.models import pool
 from lorafit.registry import load_runs, parse_spec
 
 TEXTS = ["pizza and bread today", "we heard a new song on the piano", "the team saw a goal", "", "🍕 ü\u200b\u0301 ball"]
@@ -114,3 +116,50 @@ def test_a_changed_base_is_refused(run_copy: Path) -> None:
                                             ("runs/a=b", ("a=b", Path("runs/a=b")))])
 def test_parse_spec(spec: str, expected: tuple[str, Path]) -> None:
     assert parse_spec(spec) == expected
+
+
+@pytest.fixture(scope="module")
+def bf16_models(three_label_run: Path, two_label_run: Path):
+    """The two runs served together at ``precision="bf16"``."""
+    return load_runs([("three", three_label_run), ("two", two_label_run)], precision="bf16")
+
+
+def test_bf16_serving_turns_the_shared_base_to_bf16_once_and_keeps_it_shared(bf16_models) -> None:
+    three, two = bf16_models
+    model_a, model_b = three.backend.model, two.backend.model
+    assert model_a.shared is model_b.shared and model_a.runs_in == model_b.runs_in == "bf16"
+    assert {p.dtype for p in model_a.encoder.parameters()} == {torch.bfloat16}  # base and both adapters
+    assert model_a.head.weight.dtype == model_b.head.weight.dtype == torch.float32
+    name, param = next(iter(model_a.encoder.named_parameters()))
+    assert dict(model_b.encoder.named_parameters())[name].data_ptr() == param.data_ptr()
+    assert three.backend._models._bf16 is None  # no per-model copy was made
+    three.backend.predict_proba(TEXTS)
+    assert three.backend._models._bf16 is None
+
+
+def test_bf16_serving_answers_each_run_with_its_own_adapter_and_head(bf16_models, served_models) -> None:
+    fp32 = {m.name: m.backend.predict_proba(TEXTS) for m in served_models}
+    for served in (*bf16_models, *reversed(bf16_models)):
+        probs = served.backend.predict_proba(TEXTS)
+        assert probs.dtype.kind == "f" and probs.shape == fp32[served.name].shape
+        np.testing.assert_allclose(probs, fp32[served.name], atol=3e-2)
+        np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    # the adapters differ, so a wrong switch on the bf16 base would move the probabilities by more than bf16 does
+    three, two = bf16_models
+    shared = three.backend.model.shared
+    batch = three.backend.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with shared.lock, torch.no_grad():
+        shared.activate(two.backend.model.adapter_name)  # three's head over two's adapter: the pitfall
+        hidden = shared.peft_model(**batch).last_hidden_state
+        wrong = three.backend.model.head(pool(hidden, batch["attention_mask"], "mean")).softmax(-1).numpy()
+    right = three.backend.predict_proba(TEXTS)
+    assert np.abs(wrong - right).max() > np.abs(right - fp32["three"]).max()
+
+
+@pytest.mark.parametrize("precision, words", [("fp16", "fp16 needs a CUDA GPU"), ("int4", "must be one of")])
+def test_a_precision_serving_cannot_use_is_refused_before_loading(three_label_run: Path, precision: str,
+                                                                   words: str) -> None:
+    from lorafit import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        load_runs([("three", three_label_run)], precision=precision)

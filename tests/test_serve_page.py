@@ -114,6 +114,18 @@ def test_serve_command(started: list[tuple], run_dir: Path, two_label_run: Path,
     assert "serving intents: 3 labels" in capsys.readouterr().err
 
 
+def test_serve_command_in_bf16(started: list[tuple], run_dir: Path, two_label_run: Path,
+                               capsys: pytest.CaptureFixture) -> None:
+    main(["serve", str(run_dir), str(two_label_run), "--precision", "bf16"])
+    [(app, _, _)] = started
+    models = list(app.state.models.values())
+    assert {m.backend.model.runs_in for m in models} == {"bf16"}
+    with TestClient(app) as client:
+        body = client.post("/v1/classify", json={"texts": ["pizza today", ""], "model": "two_labels"}).json()
+    assert [sorted(r["probabilities"]) for r in body["results"]] == [["music", "sports"]] * 2
+    assert "bf16" in capsys.readouterr().err
+
+
 def test_serve_warns_when_open_to_the_network(started: list[tuple], run_dir: Path,
                                               capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LORAFIT_API_KEY", raising=False)
@@ -122,7 +134,9 @@ def test_serve_warns_when_open_to_the_network(started: list[tuple], run_dir: Pat
 
 
 @pytest.mark.parametrize("args, words", [(["serve", "/no/such/run"], "run directory not found"),
-                                         (["serve", "{run}", "--max-texts", "0"], "max_texts must be")])
+                                         (["serve", "{run}", "--max-texts", "0"], "max_texts must be"),
+                                         (["serve", "{run}", "--precision", "fp16"], "fp16 needs a CUDA GPU"),
+                                         (["serve", "{run}", "--precision", "half"], "must be one of")])
 def test_serve_errors_are_one_line(started: list[tuple], run_dir: Path, capsys: pytest.CaptureFixture,
                                    args: list[str], words: str) -> None:
     with pytest.raises(SystemExit) as exit_info:

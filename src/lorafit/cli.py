@@ -356,6 +356,7 @@ def predict(
     from lorafit import Classifier
     from lorafit.data import pair_up, read_text_chunks
     from lorafit.exported import load_predictor
+    from lorafit.inference import set_inference_precision
     from lorafit.predict_io import check_prediction_output, iter_predictions, prediction_records, write_predictions
     from lorafit.progress import StreamProgress
 
@@ -372,7 +373,7 @@ def predict(
     if output_file is not None:  # before any work, and in every process (so none waits for another's error)
         check_prediction_output(output_file)
     clf = load_predictor(run_dir, trust_remote_code=trust_remote_code)
-    _set_precision(clf, precision)
+    set_inference_precision(clf, precision)
     main = distributed.is_main()
     if distributed.launched() and isinstance(clf, Classifier):
         clf.model.to(distributed.device())  # under NCCL each process runs on its own GPU
@@ -408,17 +409,6 @@ def _pair_column(predictor, option: str | None) -> str | None:
     return predictor.text_pair_column
 
 
-def _set_precision(predictor, precision: str) -> None:
-    from lorafit.inference import check_inference_precision
-
-    check_inference_precision(precision)
-    if hasattr(predictor, "inference_precision"):
-        predictor.inference_precision = precision
-    elif precision != "fp32":
-        raise ConfigError(f"--precision {precision} applies to run directories and merged exports; an ONNX "
-                          "export's precision is fixed when it is exported (--quantize int8)")
-
-
 def _print_jsonl(records) -> None:
     for record in records:
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -441,11 +431,12 @@ def embed(
     from lorafit import Classifier
     from lorafit.data import read_text_chunks
     from lorafit.embed_io import check_embedding_output, write_embeddings
+    from lorafit.inference import set_inference_precision
     from lorafit.progress import StreamProgress
 
     check_embedding_output(output_file)
     clf = Classifier.load(run_dir)
-    _set_precision(clf, precision)
+    set_inference_precision(clf, precision)
     meter = StreamProgress(err, "embedding", enabled=progress)
     chunks = read_text_chunks(input_file, text_column or clf.text_column, chunk_rows, _pair_column(clf, text_pair_column))
     rows, dim = write_embeddings(output_file, ((t, clf.embed(t, normalize=normalize)) for t in meter.track(chunks)))
@@ -499,6 +490,7 @@ def serve(
     max_batch_size: Annotated[int, typer.Option(help="Texts gathered from concurrent requests into one forward pass.")] = _default(ServeLimits, "max_batch_size"),
     max_wait_ms: Annotated[float, typer.Option(help="Milliseconds to wait for more requests to batch with.")] = _default(ServeLimits, "max_wait_ms"),
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Abstain below this top probability for every model (default: each run's own threshold, if any; 0: never); a request's \"threshold\" overrides it.")] = None,
+    precision: Annotated[str, typer.Option(help="fp32 (default: plain transformers' numbers), bf16 or auto (bf16 where native: faster, probabilities off by up to ~1e-2; shared bases are turned to bf16 once, still shared).")] = "fp32",
 ) -> None:
     """Serve run directories over HTTP: POST /v1/classify, GET /v1/models, a page at /, docs at /docs."""
     from lorafit.registry import load_runs, parse_spec
@@ -506,12 +498,13 @@ def serve(
 
     limits = ServeLimits(max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body_bytes,
                          max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
-    models = load_runs([parse_spec(spec) for spec in run_dirs])
+    models = load_runs([parse_spec(spec) for spec in run_dirs], precision)
     if not is_loopback(host) and not api_key:
         err.print(f"[yellow]warning:[/yellow] listening on {escape(host)} without an API key: anyone who can reach "
                   "this machine can use the service (set --api-key or LORAFIT_API_KEY)")
     for model in models:
-        err.print(f"serving [bold]{escape(model.name)}[/bold]: {len(model.labels)} labels on {escape(model.base_model)}")
+        err.print(f"serving [bold]{escape(model.name)}[/bold]: {len(model.labels)} labels on {escape(model.base_model)}, "
+                  f"{model.precision}")
     err.print(f"page: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
     run_service(create_app(models, limits, api_key, threshold), host, port)
 

@@ -12,6 +12,11 @@ lock, so two adapters never interleave on the shared encoder.
 Runs whose adapter trains biases (``bias`` other than ``none``) carry base-layer biases in their
 adapter file, which would overwrite the shared ones: each such run gets its own copy of the base.
 
+At ``precision="bf16"`` each shared base, its adapters included, is turned to bf16 in place once every run is
+attached, so the runs still share one copy (now half the size); the heads stay fp32 and see fp32 pooled vectors.
+Unlike a single run's bf16 prediction (a merged, fused copy per model), the adapters stay unmerged: one base
+serves them all.
+
 Example:
     >>> models = load_runs([("intents", Path("runs/banking")), ("tone", Path("runs/sst2"))])  # doctest: +SKIP
     >>> models[0].backend.predict_proba(["I lost my card"]).shape                              # doctest: +SKIP
@@ -65,6 +70,8 @@ class ServedModel:
     """The base encoder it was trained on (alias, hub id or directory, as at training time)."""
     task: str
     """``single_label_classification``, ``multi_label_classification`` or ``regression``."""
+    precision: str = "fp32"
+    """What it predicts in: ``fp32``, ``bf16`` (as :func:`load_runs` resolved it), or for an ONNX export ``onnx``."""
 
     @property
     def pairs(self) -> bool:
@@ -103,6 +110,16 @@ class SharedBase:
         self.peft_model: nn.Module | None = None
         self.lock = threading.RLock()
         """Held for every forward pass: the active adapter is state of the shared encoder."""
+        self.runs_in = "fp32"
+        """The precision of the encoder's weights (``bf16`` after :meth:`lower`)."""
+
+    def lower(self, precision: str) -> None:
+        """Turn the encoder and every attached adapter to ``precision`` (``bf16``) in place, for inference."""
+        from lorafit.inference import DTYPES
+
+        with self.lock:
+            self.encoder.to(DTYPES[precision])
+            self.runs_in = precision
 
     def attach(self, run_dir: Path, labels: list[str], pooling: str, settings: LoraSettings) -> "AdapterClassifier":
         """Load ``run_dir``'s LoRA weights as a new adapter and its head as a separate linear layer.
@@ -168,6 +185,11 @@ class AdapterClassifier(nn.Module):
         """The shared base encoder (LoRA layers of every attached adapter injected)."""
         return self.shared.encoder
 
+    @property
+    def runs_in(self) -> str:
+        """The shared base's precision: a bf16 base runs as it is (:class:`lorafit.inference.InferenceModels`)."""
+        return self.shared.runs_in
+
     def embed(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         with self.shared.lock:
             self.shared.activate(self.adapter_name)
@@ -187,31 +209,47 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return path.resolve().name, path
 
 
-def load_runs(specs: list[tuple[str, Path]]) -> list[ServedModel]:
+def load_runs(specs: list[tuple[str, Path]], precision: str = "fp32") -> list[ServedModel]:
     """Load every ``(name, run_dir)``; runs on the same base share one encoder in memory. An export directory
-    (``lorafit export``, merged or ONNX) is served as it is."""
+    (``lorafit export``, merged or ONNX) is served as it is.
+
+    ``precision``: ``fp32`` (plain transformers' numbers), ``bf16`` (shared bases turned to bf16, see the module
+    docstring; merged exports predict through their bf16 copy) or ``auto`` (bf16 where the CPU runs it
+    natively). ``fp16`` (CUDA only) and, for an ONNX export, anything but fp32 are ConfigErrors."""
     from lorafit.classifier import Classifier
     from lorafit.exported import is_export, load_predictor
+    from lorafit.inference import check_inference_precision, resolve_precision, set_inference_precision
     from lorafit.rundir import read_manifest
+
+    resolved = resolve_precision(check_inference_precision(precision), torch.device("cpu"))  # served on the CPU
 
     names = [name for name, _ in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise RunDirError(f"model name(s) {', '.join(repeated)} given twice; name them apart with NAME=RUN_DIR")
     bases: dict[str, SharedBase] = {}
+    used: list[SharedBase] = []
     served = []
     for name, path in specs:
         if is_export(path):  # a merged or ONNX export: its own weights, nothing to share
             predictor = load_predictor(path)
+            set_inference_precision(predictor, resolved)
             served.append(ServedModel(name, predictor, str(predictor.manifest.get("base_model", {}).get("name", "")),
-                                      predictor.manifest.get("task", "")))
+                                      predictor.manifest.get("task", ""),
+                                      resolved if hasattr(predictor, "inference_precision") else "onnx"))
             continue
         manifest = read_manifest(path)
         clf = Classifier.from_manifest(path, manifest)
         shared = _base_for(bases, Path(path), clf.base, own=clf.lora.bias != "none")
         clf.model = shared.attach(Path(path), clf.classes_, manifest["pooling"], clf.lora)
-        served.append(ServedModel(name, clf, str(clf.base.get("name", "")), manifest.get("task", "")))
-    logger.info("loaded %d model(s) on %d shared base(s)", len(served), len(bases))
+        clf.inference_precision = resolved
+        if all(shared is not other for other in used):
+            used.append(shared)
+        served.append(ServedModel(name, clf, str(clf.base.get("name", "")), manifest.get("task", ""), resolved))
+    if resolved != "fp32":
+        for shared in used:
+            shared.lower(resolved)
+    logger.info("loaded %d model(s) on %d shared base(s), %s", len(served), len(bases), resolved)
     return served
 
 
