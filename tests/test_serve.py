@@ -70,6 +70,7 @@ def test_models_lists_names_labels_base_and_task(client: TestClient, tiny_model:
     assert [(m["name"], m["labels"]) for m in models] == [("three", ["food", "music", "sports"]),
                                                           ("two", ["music", "sports"])]
     assert all(m["base_model"] == tiny_model and m["task"] == "single_label_classification" for m in models)
+    assert {m["precision"] for m in models} == {"fp32"}
 
 
 def test_classify_answers_with_each_models_own_labels_and_probabilities(client: TestClient, three_label_run: Path,

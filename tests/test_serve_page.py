@@ -122,7 +122,9 @@ def test_serve_command_in_bf16(started: list[tuple], run_dir: Path, two_label_ru
     assert {m.backend.model.runs_in for m in models} == {"bf16"}
     with TestClient(app) as client:
         body = client.post("/v1/classify", json={"texts": ["pizza today", ""], "model": "two_labels"}).json()
+        listed = client.get("/v1/models").json()["models"]
     assert [sorted(r["probabilities"]) for r in body["results"]] == [["music", "sports"]] * 2
+    assert {m["precision"] for m in listed} == {"bf16"}
     assert "bf16" in capsys.readouterr().err
 
 

@@ -84,6 +84,8 @@ class ModelInfo(BaseModel):
     threshold: float | None = Field(None, description="The model's abstention threshold (None: never abstains).")
     unknown_label: str | None = Field(None, description="The label answered where it abstains.")
     text_pairs: bool = Field(False, description="Whether the model takes text pairs: send text_pairs beside texts.")
+    precision: str = Field("fp32", description="What it predicts in: fp32, bf16 (lorafit serve --precision), or onnx "
+                                               "(an ONNX export, fp32 or int8 as exported).")
 
 
 class ModelsResponse(BaseModel):
@@ -152,7 +154,7 @@ def _add_routes(app: FastAPI, by_name: dict[str, ServedModel], batchers: dict[st
                                                 threshold=threshold if threshold is not None
                                                 else getattr(m.backend, "threshold", None),
                                                 unknown_label=getattr(m.backend, "unknown_label", None),
-                                                text_pairs=m.pairs)
+                                                text_pairs=m.pairs, precision=m.precision)
                                       for m in by_name.values()])
 
     @app.post("/v1/classify", response_model=ClassifyResponse, response_model_exclude_none=True,
