@@ -307,6 +307,14 @@ def test_abstaining_runs_abstain_in_every_export(run_copy: Path, tmp_path: Path)
         assert json.loads(result.stdout)["label"] == "not_sure"
 
 
+def test_predict_on_an_onnx_export_keeps_its_precision(exports) -> None:
+    refused = runner.invoke(app, ["predict", str(exports["onnx"]), "--precision", "bf16", TEXTS[0]])
+    assert refused.exit_code == 1 and "precision is fixed when it is exported" in str(refused.exception)
+    kept = runner.invoke(app, ["predict", str(exports["onnx"]), "--precision", "auto", TEXTS[0]])
+    assert kept.exit_code == 0, kept.output
+    assert json.loads(kept.stdout)["label"]
+
+
 def test_serving_in_bf16_lowers_merged_exports_and_refuses_onnx_ones(exports, run_dir: Path, reference) -> None:
     from lorafit.registry import load_runs
 
@@ -316,6 +324,7 @@ def test_serving_in_bf16_lowers_merged_exports_and_refuses_onnx_ones(exports, ru
     with pytest.raises(ConfigError, match="ONNX export's precision is fixed"):
         load_runs([("onnx", exports["onnx"])], precision="bf16")
     assert load_runs([("onnx", exports["onnx"])], precision="fp32")[0].precision == "onnx"
+    assert load_runs([("onnx", exports["onnx"])], precision="auto")[0].precision == "onnx"  # kept as exported
 
 
 def test_the_service_serves_an_onnx_export_beside_a_run(exports, run_dir: Path, reference) -> None:

@@ -2,8 +2,8 @@
 
 Under bf16 (or fp16) autocast every ``F.linear`` casts its fp32 weight and bias to the low dtype. torch caches
 that cast only for leaf tensors that require a gradient, so the frozen base weights of the trained blocks are
-cast again on every step: on BANKING77 at batch 16 (two LoRA blocks over cached ones), about 3.5 M weights, a
-tenth of the step's memory copies. :class:`FrozenCasts` makes each of those casts once and swaps the low-dtype
+cast again on every step: on BANKING77 at batch 16 (one LoRA block over five cached ones), about 1.8 M weights,
+a tenth of the step's memory copies in a profile. :class:`FrozenCasts` makes each of those casts once and swaps the low-dtype
 tensors in for the steps only (``with casts.applied():``), so evaluation, checkpoints and saving still see the
 fp32 weights. The step computes exactly what it computed before: autocast would have made the same casts.
 ``LORAFIT_FROZEN_CASTS=0`` turns it off.

@@ -34,13 +34,14 @@ def check_inference_precision(precision: str) -> str:
 
 def set_inference_precision(predictor: object, precision: str) -> None:
     """Make ``predictor`` (a :class:`lorafit.Classifier`, a merged export's predictor) predict at ``precision``.
-    An ONNX export's precision was fixed when it was exported: anything but ``fp32`` is a ConfigError there."""
+    An ONNX export's precision was fixed when it was exported: ``auto`` leaves it so, and anything but ``fp32`` is
+    a ConfigError there."""
     from lorafit.errors import ConfigError
 
     check_inference_precision(precision)
     if hasattr(predictor, "inference_precision"):
         predictor.inference_precision = precision
-    elif precision != "fp32":
+    elif precision not in ("fp32", "auto"):
         raise ConfigError(f"--precision {precision} applies to run directories and merged exports; an ONNX "
                           "export's precision is fixed when it is exported (--quantize int8)")
 
@@ -82,9 +83,9 @@ class InferenceModels:
     """The module a predictor runs at each precision, and the autocast it runs under.
 
     fp32 (and fp16, under autocast) run the model itself, as does bf16 for a model whose ``runs_in`` attribute
-    says it is bf16 already (a served adapter on a shared bf16 base, :mod:`lorafit.registry`). Otherwise bf16 runs a
-    copy whose weights are bf16, made on first use (and again when the predictor's model is replaced), without autocast: autocast would cast
-    every fp32 weight again on each call and run the layer norms in fp32 between bf16 matmuls. On the Intel
+    says it is bf16 already (a served adapter on a shared bf16 base, :mod:`lorafit.registry`). Otherwise bf16
+    runs a copy whose weights are bf16, made on first use (and again when the predictor's model is replaced),
+    without autocast: autocast would cast every fp32 weight again on each call and run the layer norms in fp32 between bf16 matmuls. On the Intel
     CPU (AMX) the copy ran BANKING77's test set 1.35-1.38x faster than bf16 autocast over the fp32 weights
     (BENCHMARKS.md, "Prediction throughput, tenth session"). The head (the attribute ``head``) keeps fp32
     weights: it sees the fp32 pooled vector. ``prepare`` readies the copy first (merging LoRA into the base
@@ -105,8 +106,10 @@ class InferenceModels:
 
     def get(self, model: torch.nn.Module, precision: str) -> tuple[torch.nn.Module, str]:
         """``(module, autocast precision)`` for ``model`` at the resolved ``precision``."""
-        if precision != "bf16" or getattr(model, "runs_in", None) == precision:
-            return model, precision if precision != "bf16" else "fp32"  # a model already in bf16 runs as it is
+        if precision != "bf16":
+            return model, precision
+        if getattr(model, "runs_in", None) == "bf16":
+            return model, "fp32"  # bf16 already (a served adapter on a shared bf16 base): it runs as it is
         if self._source is not model:
             self._source, self._bf16 = model, bf16_copy(model, self.prepare, head=self.head)
         return self._bf16, "fp32"  # bf16 weights already: no autocast

@@ -215,7 +215,8 @@ def load_runs(specs: list[tuple[str, Path]], precision: str = "fp32") -> list[Se
 
     ``precision``: ``fp32`` (plain transformers' numbers), ``bf16`` (shared bases turned to bf16, see the module
     docstring; merged exports predict through their bf16 copy) or ``auto`` (bf16 where the CPU runs it
-    natively). ``fp16`` (CUDA only) and, for an ONNX export, anything but fp32 are ConfigErrors."""
+    natively; an ONNX export keeps its own). ``fp16`` (CUDA only) and ``bf16`` with an ONNX export are
+    ConfigErrors."""
     from lorafit.classifier import Classifier
     from lorafit.exported import is_export, load_predictor
     from lorafit.inference import check_inference_precision, resolve_precision, set_inference_precision
@@ -233,7 +234,7 @@ def load_runs(specs: list[tuple[str, Path]], precision: str = "fp32") -> list[Se
     for name, path in specs:
         if is_export(path):  # a merged or ONNX export: its own weights, nothing to share
             predictor = load_predictor(path)
-            set_inference_precision(predictor, resolved)
+            set_inference_precision(predictor, precision)  # auto leaves an ONNX export as it was exported
             served.append(ServedModel(name, predictor, str(predictor.manifest.get("base_model", {}).get("name", "")),
                                       predictor.manifest.get("task", ""),
                                       resolved if hasattr(predictor, "inference_precision") else "onnx"))
