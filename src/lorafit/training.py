@@ -459,6 +459,7 @@ class Trainer:
                                          rngs)
             if stop:
                 break
+        self.frozen_casts = FrozenCasts([], "fp32")  # the steps are done: the bf16 copies can go
         result.train_seconds = time.perf_counter() - wall
         result.steps = loop.step
         clock.flush(loop.step)
