@@ -25,11 +25,10 @@ from lorafit.batching import bucketed_batches, pad_multiple
 from lorafit.config import MIN_STEPS_MAX_EPOCHS, TrainConfig, selection_metric
 from lorafit.data import Encoded
 from lorafit.errors import RunDirError
-from lorafit.cache import adapters_off, base_pass, block_list, build_cache
+from lorafit.cache import adapters_off, base_pass, build_cache
 from lorafit.dropout import use_fast_dropout
 from lorafit.checkpoint import Checkpoints, TrainingState, load_optimizer, numpy_state, optimizer_tensors, \
     restore_rng, rng_entries, rng_snapshot
-from lorafit.frozen import FrozenCasts
 from lorafit.flops import BACKWARD_FACTOR, block_shape, forward_flops, matmul_peak_gflops
 from lorafit.memory import bound_heap, peak_memory_mb, release_free_memory
 from lorafit.inference import INFERENCE_PRECISION, autocast, forward_all, resolve_precision, token_batches
@@ -275,8 +274,6 @@ class Trainer:
         self.model = model.to(self.device)
         if config.fast_dropout:
             use_fast_dropout(self.model)
-        self.frozen_casts = FrozenCasts([], "fp32")
-        """Low-dtype copies of the frozen linear weights the steps run (made by ``fit``, see :mod:`lorafit.frozen`)."""
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32,
                                                                                 device=self.device)
 
@@ -409,7 +406,6 @@ class Trainer:
             average.load(resumed.group("ema"))
             wall -= resumed.info["result"]["train_seconds"]
         model, optimizer = self.accelerator.prepare(self.model, optimizer)
-        self.frozen_casts = FrozenCasts(self._stepped_blocks(), self.precision)
         self.callback.on_train_begin(total, result.trainable_parameters, result.total_parameters)
         if probe and val is not None:
             self._record(result, best, 0, 0.0, float("nan"), val, val_y, n_labels, average)
@@ -459,7 +455,6 @@ class Trainer:
                                          rngs)
             if stop:
                 break
-        self.frozen_casts = FrozenCasts([], "fp32")  # the steps are done: the bf16 copies can go
         result.train_seconds = time.perf_counter() - wall
         result.steps = loop.step
         clock.flush(loop.step)
@@ -599,12 +594,6 @@ class Trainer:
         trained = BACKWARD_FACTOR * forward_flops(lengths, hidden, intermediate, blocks - frozen)
         return trained + forward_flops(lengths, hidden, intermediate, frozen - self.model.split)
 
-    def _stepped_blocks(self) -> list[torch.nn.Module]:
-        """The encoder blocks a training step runs (those above the cached ones), or the whole encoder when
-        its blocks cannot be located."""
-        found = block_list(self.model.encoder)
-        return list(getattr(*found))[self.model.split:] if found is not None else [self.model.encoder]
-
     def _step(self, model: torch.nn.Module, optimizer, scheduler, params: list[torch.nn.Parameter],
               train: Source, index: np.ndarray, labels: torch.Tensor) -> float:
         """One optimisation step on the global batch ``index`` (autocast forward, loss in fp32, clipped
@@ -620,13 +609,12 @@ class Trainer:
         share = float(self.world_size) if len(rows) else 0.0
         rows = rows if len(rows) else index[:1]
         batch = {k: v.to(self.device) for k, v in train.make_batch(rows).items()}
-        with self.frozen_casts.applied():
-            with autocast(self.precision, self.device):
-                logits = model(**batch)
-            targets = labels[rows].to(self.device)
-            total = self.task.loss_total(labels[index].to(self.device), self.class_weights)
-            loss = self.task.loss(logits.float(), targets, self.class_weights) / total * share
-            self.accelerator.backward(self.scaler.scale(loss))
+        with autocast(self.precision, self.device):
+            logits = model(**batch)
+        targets = labels[rows].to(self.device)
+        total = self.task.loss_total(labels[index].to(self.device), self.class_weights)
+        loss = self.task.loss(logits.float(), targets, self.class_weights) / total * share
+        self.accelerator.backward(self.scaler.scale(loss))
         self.scaler.unscale_(optimizer)
         self.accelerator.clip_grad_norm_(params, 1.0)
         self.scaler.step(optimizer)  # skipped when fp16 gradients overflowed (the scale then shrinks)
