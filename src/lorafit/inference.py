@@ -82,17 +82,16 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 class InferenceModels:
     """The module a predictor runs at each precision, and the autocast it runs under.
 
-    fp32 (and fp16, under autocast) run the model itself, as does bf16 for a model whose ``runs_in`` attribute
-    says it is bf16 already (a served adapter on a shared bf16 base, :mod:`lorafit.registry`). Otherwise bf16
-    runs a copy whose weights are bf16, made on first use (and again when the predictor's model is replaced),
-    without autocast: autocast would cast every fp32 weight again on each call and run the layer norms in fp32 between bf16 matmuls. On the Intel
-    CPU (AMX) the copy ran BANKING77's test set 1.35-1.38x faster than bf16 autocast over the fp32 weights
-    (BENCHMARKS.md, "Prediction throughput, tenth session"). The head (the attribute ``head``) keeps fp32
-    weights: it sees the fp32 pooled vector. ``prepare`` readies the copy first (merging LoRA into the base
-    weights, so the copy runs one matmul per layer); a module-level function, so that a predictor holding
-    this stays picklable. On a CPU the copy's linear layers then run through oneDNN with bias, GELU and
-    residual sums fused into the matmuls (:func:`lorafit.fusion.fuse_linears`). The fp32 model is left as
-    it was.
+    fp32 (and fp16, under autocast) run the model itself, as does bf16 for a model whose ``runs_in`` attribute says
+    it is bf16 already (a served adapter on a shared bf16 base, :mod:`lorafit.registry`). Otherwise bf16 runs a
+    copy whose weights are bf16, made on first use (and again when the predictor's model is replaced), without
+    autocast: autocast would cast every fp32 weight again on each call and run the layer norms in fp32 between bf16
+    matmuls. On the Intel CPU (AMX) the copy ran BANKING77's test set 1.35-1.38x faster than bf16 autocast over the
+    fp32 weights (BENCHMARKS.md, "Prediction throughput, tenth session"). The head (the attribute ``head``) keeps
+    fp32 weights: it sees the fp32 pooled vector. ``prepare`` readies the copy first (merging LoRA into the base
+    weights, so the copy runs one matmul per layer); a module-level function, so that a predictor holding this
+    stays picklable. On a CPU the copy's linear layers then run through oneDNN with bias, GELU and residual sums
+    fused into the matmuls (:func:`lorafit.fusion.fuse_linears`). The fp32 model is left as it was.
     """
 
     def __init__(self, head: str, prepare: Callable[[torch.nn.Module], None] | None = None) -> None:
