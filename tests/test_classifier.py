@@ -78,6 +78,31 @@ def test_max_length_beyond_the_model_is_a_config_error(tiny_model: str) -> None:
         Classifier(model=tiny_model, **{**TINY_TRAIN, "epochs": 1, "max_length": 256}).fit(texts, labels)
 
 
+def test_predict_max_length_beyond_the_model_is_a_config_error(tiny_model: str) -> None:
+    texts, labels = make_texts(10, seed=0)
+    with pytest.raises(ConfigError, match="predict_max_length 256 .*--predict-max-length 128"):
+        Classifier(model=tiny_model, **{**TINY_TRAIN, "epochs": 1, "predict_max_length": 256}).fit(texts, labels)
+
+
+def test_predictions_read_texts_whole_past_the_automatic_training_length(tiny_model: str) -> None:
+    """``max_length="auto"`` cuts long training texts to save time; predictions read each text whole (up to the
+    model's 128 positions). A given ``max_length`` holds for predictions too, as does a given
+    ``predict_max_length``."""
+    texts, labels = make_texts(12, seed=3)
+    long_text = " ".join(["pizza", "song"] * 25)  # 52 tokens
+    auto = Classifier(model=tiny_model, **{**TINY_TRAIN, "epochs": 1, "validation_fraction": 0}).fit(texts, labels)
+    assert auto.train_config.max_length == 16 and auto.train_config.predict_max_length == 128
+    cut = auto.tokenizer.decode(auto.tokenizer(long_text, truncation=True, max_length=16)["input_ids"][1:-1])
+    whole, first = auto.predict_proba([long_text, cut])
+    assert not np.allclose(whole, first, atol=1e-4)
+    for setting in ({"max_length": 16}, {"predict_max_length": 16}):
+        fixed = Classifier(model=tiny_model, **{**TINY_TRAIN, "epochs": 1, "validation_fraction": 0, **setting})
+        fixed.fit(texts, labels)
+        assert fixed.train_config.predict_max_length == 16
+        whole, first = fixed.predict_proba([long_text, cut])
+        np.testing.assert_allclose(whole, first, atol=1e-6)
+
+
 def test_unfitted_classifier_cannot_predict_or_save(tmp_path) -> None:
     clf = Classifier()
     with pytest.raises(RunDirError, match="not trained"):

@@ -29,6 +29,7 @@ from lorafit.errors import ConfigError
     (TrainConfig, {"batch_size": 0}, "batch_size"),
     (TrainConfig, {"eval_batch_size": -1}, "eval_batch_size"),
     (TrainConfig, {"max_length": 2}, "max_length"),
+    (TrainConfig, {"predict_max_length": "whole"}, "predict_max_length"),
     (TrainConfig, {"pad_to_multiple_of": 0}, "pad_to_multiple_of"),
     (TrainConfig, {"pad_to_multiple_of": "eight"}, "pad_to_multiple_of"),
     (TrainConfig, {"wise_alpha": 1.5}, "wise_alpha"),

@@ -85,6 +85,23 @@ def test_lengths_pick_max_length_and_count_truncation(tokenizer) -> None:
     assert not explicit.max_length_auto and explicit.max_length == 40 and explicit.train.truncated == 1
 
 
+def test_validation_and_test_are_counted_at_the_prediction_length(tokenizer) -> None:
+    short = [f"pizza song {w}" for w in ("a", "is", "was", "my", "the")] * 20  # 4-5 tokens
+    train = LabeledData(short + ["song " * 40], ["a"] * 50 + ["b"] * 51, "train.csv")
+    test = LabeledData(["pizza " * 30, "song"], ["a", "b"], "test.csv")  # 32 tokens, 3 tokens
+    auto = check_data(train, {"test": test}, tokenizer, "auto", 128)
+    assert (auto.max_length, auto.predict_max_length) == (8, 128)  # whole texts, up to the model's limit
+    assert auto.train.truncated == 1 and auto.splits[1].truncated == 0
+    assert any("1 of 101 training" in w and "predictions read up to 128 tokens" in w for w in auto.warnings)
+    assert not any("test" in w for w in auto.warnings)
+    given = check_data(train, {"test": test}, tokenizer, "auto", 128, predict_max_length=16)
+    assert given.predict_max_length == 16 and given.splits[1].truncated == 1
+    assert any("1 of 2 test text(s) are longer than predict_max_length=16" in w for w in given.warnings)
+    fixed = check_data(train, {"test": test}, tokenizer, 24, 128)  # a chosen cut holds everywhere
+    assert fixed.predict_max_length == 24 and fixed.splits[1].truncated == 1
+    assert any("1 of 101 training, 1 of 2 test text(s) are longer than max_length=24" in w for w in fixed.warnings)
+
+
 def test_fit_resolves_auto_and_an_explicit_length_still_works(tiny_model: str) -> None:
     from conftest import TINY_TRAIN
     from lorafit import Classifier

@@ -24,7 +24,8 @@ from lorafit.exported import load_predictor
 from lorafit.onnx_model import OnnxClassifier, load_onnx
 
 TEXTS = ["pizza and bread today", "we heard a new song on the piano", "the team score a goal", "cheese", "",
-         "the old guitar and the ball", "pizza " * 300]  # empty, and longer than max_length (truncated)
+         "the old guitar and the ball", "song goal " * 15, "pizza " * 300]
+# empty; past the run's max_length 16 but read whole (predict_max_length 128); longer than the model (cut at 128)
 runner = CliRunner()
 
 
@@ -60,6 +61,9 @@ def test_merged_export_loads_with_automodel_and_matches(exports, reference, run_
     config = json.loads((exports["merged"] / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_lorafit.LorafitForSequenceClassification"
     assert (exports["merged"] / "modeling_lorafit.py").is_file()
+    tokenizer = json.loads((exports["merged"] / "tokenizer_config.json").read_text())
+    assert tokenizer["model_max_length"] == 128  # the run's prediction length, not its training max_length 16
+    assert json.loads((exports["merged"] / EXPORT_MANIFEST).read_text())["max_length"] == 128
 
 
 def test_merged_export_works_in_a_text_classification_pipeline(exports, reference, run_dir: Path) -> None:

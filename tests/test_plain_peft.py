@@ -54,7 +54,7 @@ def plain_logits(run_dir: str, texts: list[str], text_pairs: list[str] | None = 
     base.classifier = torch.nn.Linear(base.config.hidden_size, len(id2label))
     model = PeftModel.from_pretrained(base, run_dir).eval()
 
-    batch = tokenizer(texts, text_pairs, padding=True, truncation=True, max_length=info["max_length"],
+    batch = tokenizer(texts, text_pairs, padding=True, truncation=True, max_length=info["predict_max_length"],
                       return_tensors="pt")
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state

@@ -39,6 +39,9 @@ def test_manifest(run_dir: Path, tiny_model_dir: Path) -> None:
     # max_length "auto": the synthetic texts have at most 9 tokens, so the 99th percentile rounds up to 16
     assert manifest["pooling"] == "mean" and manifest["max_length"] == 16 and manifest["max_length_auto"] is True
     assert manifest["train_config"]["max_length"] == 16
+    # predictions read whole texts up to the tiny model's 128 positions (max_length was auto)
+    assert manifest["predict_max_length"] == manifest["train_config"]["predict_max_length"] == 128
+    assert manifest["predict_max_length_auto"] is True
     assert manifest["base_model"]["path"] == str(tiny_model_dir.resolve())
     assert len(manifest["base_model"]["hash"]) == 16
     assert manifest["calibration"]["temperature"] == 1.0
@@ -232,3 +235,22 @@ def test_load_with_another_base_model(run_copy: Path) -> None:
     _edit_manifest(run_copy, base_model={**manifest["base_model"], "hash": "0123456789abcdef"})
     with pytest.raises(RunDirError, match="weights hash"):
         Classifier.load(run_copy)
+
+
+def test_a_run_written_before_predict_max_length_predicts_at_its_max_length(run_copy: Path) -> None:
+    """Older run directories have no ``predict_max_length``: they keep predicting as they did (and as their
+    metrics were measured), at ``max_length``."""
+    long_text = " ".join(["pizza"] * 40)  # 42 tokens: past max_length 16
+    now = Classifier.load(run_copy).predict_proba([long_text, PROBE_TEXTS[0]])
+    manifest = json.loads((run_copy / "lorafit.json").read_text())
+    for key in ("predict_max_length", "predict_max_length_auto"):
+        del manifest[key]
+    del manifest["train_config"]["predict_max_length"]
+    (run_copy / "lorafit.json").write_text(json.dumps(manifest))
+    old = Classifier.load(run_copy)
+    assert old.train_config.predict_max_length == 16
+    before = old.predict_proba([long_text, PROBE_TEXTS[0]])
+    np.testing.assert_allclose(before[1], now[1], atol=1e-6)  # a short text: the same either way
+    assert not np.allclose(before[0], now[0], atol=1e-4)  # the long one was cut at 16 tokens
+    cut = old.tokenizer.decode(old.tokenizer(long_text, truncation=True, max_length=16)["input_ids"][1:-1])
+    np.testing.assert_allclose(before[0], old.predict_proba([cut])[0], atol=1e-6)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from lorafit.config import REGRESSION, SINGLE_LABEL
+from lorafit.rundir import predict_length_of
 from lorafit.tasks import format_metric
 
 PLAIN_PEFT = '''```python
@@ -17,7 +18,7 @@ base = AutoModel.from_pretrained(meta["base_model"]["path"])
 base.classifier = torch.nn.Linear(base.config.hidden_size, len(labels))   # shape only; weights come from the adapter
 model = PeftModel.from_pretrained(base, run).eval()
 
-batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
+batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=meta["predict_max_length"], return_tensors="pt")
 with torch.no_grad():
     hidden = model(**batch).last_hidden_state
     if meta["pooling"] == "mean":
@@ -131,7 +132,7 @@ LoRA r={lora['r']}, lora_alpha={lora['lora_alpha']}, lora_dropout={lora['lora_dr
 target_modules={lora['target_modules'] or 'all linear layers of the encoder blocks'},
 layers_to_transform={lora['layers_to_transform'] or 'all blocks'} ({metrics.get('strategy', '')});
 epochs={epochs_text(cfg, metrics)}, batch_size={cfg['batch_size']}, learning_rate={cfg['learning_rate']},
-max_length={cfg['max_length']}, seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
+max_length={cfg['max_length']} (predictions: {predict_length_of(manifest)}), seed={cfg['seed']}, head initialised from a linear probe: {cfg['probe_init']},
 {_averaging(metrics)}{_interpolation(cfg)}training precision {manifest.get('train_precision', '?')}{processes}, calibration temperature
 {manifest.get('calibration', {}).get('temperature', 1.0)}.
 
@@ -146,7 +147,7 @@ held-out data with `lorafit evaluate THIS_DIRECTORY test.csv --report test_repor
 ## Intended use and limitations
 Classifying short texts like the training data into the labels above. Every text gets one of these
 labels, even when none fits: there is no "other" class unless the training data had one. It has not
-been evaluated on other domains or languages, texts longer than {cfg['max_length']} tokens are cut,
+been evaluated on other domains or languages, texts longer than {predict_length_of(manifest)} tokens are cut,
 and its scores are softmax probabilities (see the reliability diagram in `report.html`), not guarantees.
 
 ## How to load

@@ -24,8 +24,8 @@ from lorafit.label_examples import add_label_examples, announcement
 from lorafit.models import build_classifier, load_base, load_classifier, load_encoder, merge_lora, resolve_model, \
     weights_hash
 from lorafit.overlap import move_contained
-from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, read_manifest, read_metrics, \
-    write_atomically, write_json
+from lorafit.rundir import FORMAT_VERSION, MANIFEST, METRICS, check_writable, predict_length_of, read_manifest, \
+    read_metrics, write_atomically, write_json
 from lorafit.report import PREDICTIONS_CSV, REPORT_DIR, Predictions, write_run_report
 from lorafit.tasks import MultiLabel, Regression, make_task
 from lorafit.training import Callback, Trainer
@@ -109,6 +109,7 @@ class Classifier:
         self.validation_predictions = None
         """The kept checkpoint's predictions on the validation data (a :class:`lorafit.report.Predictions`)."""
         self._max_length_setting = self.train_config.max_length
+        self._predict_length_setting = self.train_config.predict_max_length
         self._stored_data_check: dict | None = None
         self._train_precision = "fp32"
         self._world_size = 1
@@ -276,7 +277,7 @@ class Classifier:
         if callback:
             callback.on_phase("tokenize")
         train_enc = tokenize(self.tokenizer, train.texts, cfg.max_length)
-        val_enc = tokenize(self.tokenizer, val.texts, cfg.max_length) if val is not None else None
+        val_enc = tokenize(self.tokenizer, val.texts, cfg.predict_max_length) if val is not None else None
         train_y = task.encode(train.labels, self.classes_)
         val_y = task.encode(val.labels, self.classes_) if val is not None else None
         task.fit_scale(train_y)
@@ -381,18 +382,21 @@ class Classifier:
 
     def _check_data(self, train: LabeledData, val: LabeledData | None, test: LabeledData | None, model_config,
                     callback: Callback | None) -> TrainConfig:
-        """Check the data (:mod:`lorafit.datacheck`), resolve ``max_length="auto"``; the resolved config."""
-        setting, model = self._max_length_setting, self.train_config.model
+        """Check the data (:mod:`lorafit.datacheck`), resolve ``max_length`` and ``predict_max_length``
+        ``"auto"``; the resolved config."""
+        setting, predict, model = self._max_length_setting, self._predict_length_setting, self.train_config.model
         limit = getattr(model_config, "max_position_embeddings", None)
         limit = limit if isinstance(limit, int) else None
-        if limit and setting != "auto" and setting > limit:
-            raise ConfigError(f"max_length {setting} is longer than {model!r} accepts ({limit} tokens); "
-                              f"pass --max-length {limit} or less, or --max-length auto")
+        for name, value in (("max-length", setting), ("predict-max-length", predict)):
+            if limit and value != "auto" and value > limit:
+                raise ConfigError(f"{name.replace('-', '_')} {value} is longer than {model!r} accepts ({limit} "
+                                  f"tokens); pass --{name} {limit} or less, or --{name} auto")
         self.data_check = check_data(train, {"validation": val, "test": test}, self.tokenizer, setting, limit,
-                                     count_labels=self.task.label_counts)
+                                     predict_max_length=predict, count_labels=self.task.label_counts)
         if callback:
             callback.on_data_check(self.data_check)
-        self.train_config = replace(self.train_config, max_length=self.data_check.max_length)
+        self.train_config = replace(self.train_config, max_length=self.data_check.max_length,
+                                    predict_max_length=self.data_check.predict_max_length)
         return self.train_config
 
     def _summary(self, data: LabeledData, encoded: Encoded) -> dict:
@@ -424,7 +428,7 @@ class Classifier:
         if not texts:
             width = len(self.classes_) if method == "forward" else self.model.encoder.config.hidden_size
             return np.zeros((0, width), dtype=np.float32)
-        encoded = tokenize(self.tokenizer, texts, self.train_config.max_length)
+        encoded = tokenize(self.tokenizer, texts, self.train_config.predict_max_length)
         device = next(self.model.parameters()).device
         precision = resolve_precision(check_inference_precision(self.inference_precision), device)
         multiple = pad_multiple(self.train_config.pad_to_multiple_of, precision, device)
@@ -550,6 +554,8 @@ class Classifier:
                 "text_column": self.data_config.text_column, "label_column": self.data_config.label_column,
                 "text_pair_column": self.data_config.text_pair_column, "text_pairs": self.pairs_,
                 "max_length": self.train_config.max_length, "max_length_auto": self._max_length_setting == "auto",
+                "predict_max_length": self.train_config.predict_max_length,
+                "predict_max_length_auto": self._predict_length_setting == "auto",
                 "pooling": self.train_config.pooling, "train_precision": self._train_precision,
                 "world_size": self._world_size,
                 "calibration": {"temperature": self.temperature, **{k: v for k, v in self.calibration_.items()
@@ -621,7 +627,8 @@ class Classifier:
         """
         from transformers import AutoTokenizer
 
-        clf = cls(train=from_dict(TrainConfig, manifest["train_config"]), lora=from_dict(LoraSettings, manifest["lora"]),
+        stored = {**manifest["train_config"], "predict_max_length": predict_length_of(manifest)}
+        clf = cls(train=from_dict(TrainConfig, stored), lora=from_dict(LoraSettings, manifest["lora"]),
                   data=from_dict(DataConfig, manifest.get("data_config", {})))
         clf.classes_ = list(manifest["labels"])
         clf.pairs_ = bool(manifest.get("text_pairs", False))
@@ -644,6 +651,8 @@ class Classifier:
         clf._world_size = int(manifest.get("world_size", 1))
         clf._stored_data_check = manifest.get("data_check")
         clf._max_length_setting = "auto" if manifest.get("max_length_auto") else clf.train_config.max_length
+        clf._predict_length_setting = "auto" if manifest.get("predict_max_length_auto") \
+            else clf.train_config.predict_max_length
         stored = Path(path) / REPORT_DIR / PREDICTIONS_CSV
         clf.validation_predictions = Predictions.read_csv(stored) if stored.is_file() else None
         return clf

@@ -48,7 +48,8 @@ LabelColumn = Annotated[str, typer.Option("--label-column", help="Column holding
 TextPairColumn = Annotated[Optional[str], typer.Option("--text-pair-column", help="Column holding the second text of tasks over two texts (NLI, paraphrase, query-document relevance); each row is encoded as the pair (text, text pair).")]
 RunTextPairColumn = Annotated[Optional[str], typer.Option("--text-pair-column", help="Second-text column of a model trained on pairs (default: the one used in training).")]
 Model = Annotated[str, typer.Option("--model", help="Base encoder: alias 'minilm', a local model directory or a hub id.")]
-MaxLength = Annotated[str, typer.Option("--max-length", help="Longest input in tokens (longer texts are truncated and counted); auto: the 99th percentile of the training texts' token lengths, rounded up to a multiple of 8, capped by the model.")]
+MaxLength = Annotated[str, typer.Option("--max-length", help="Longest training input in tokens (longer texts are truncated and counted); auto: the 99th percentile of the training texts' token lengths, rounded up to a multiple of 8, capped by the model.")]
+PredictMaxLength = Annotated[str, typer.Option("--predict-max-length", help="Longest input in tokens when validating, evaluating and predicting; auto: the model's limit when --max-length is auto (whole texts), else --max-length.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for split, initialisation and batch order.")]
 Task = Annotated[str, typer.Option("--task", help="classification (one label per text), multi-label (any number of labels per text) or regression (a number per text); the full names single_label_classification, multi_label_classification work too.")]
 MultiLabelFlag = Annotated[bool, typer.Option("--multi-label", help="Shortcut for --task multi-label.")]
@@ -109,6 +110,7 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _default(TrainConfig, "weight_decay"),
     warmup_ratio: Annotated[float, typer.Option(help="Share of steps spent warming up.")] = _default(TrainConfig, "warmup_ratio"),
     max_length: MaxLength = _default(TrainConfig, "max_length"),
+    predict_max_length: PredictMaxLength = _default(TrainConfig, "predict_max_length"),
     seed: Seed = _default(TrainConfig, "seed"),
     eval_every: EvalEvery = _default(TrainConfig, "eval_every"),
     patience: Patience = _default(TrainConfig, "patience"),
@@ -145,7 +147,7 @@ def train(
     clf = Classifier(
         TrainConfig(task=_task(task, multi_label), model=model, pooling=pooling, probe_init=probe_init, epochs=epochs, min_steps=min_steps, batch_size=batch_size,
                     learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
-                    max_length=max_length, seed=seed, eval_every=eval_every, patience=patience, metric=metric,
+                    max_length=max_length, predict_max_length=predict_max_length, seed=seed, eval_every=eval_every, patience=patience, metric=metric,
                     precision=precision, length_bucketing=length_bucketing, pad_to_multiple_of=pad_to_multiple_of, wise_alpha=wise_alpha, ema_decay=ema_decay,
                     cache_frozen=cache_frozen,
                     fast_dropout=fast_dropout,
@@ -203,6 +205,7 @@ def tune(
     label_delimiter: LabelDelimiter = _default(DataConfig, "label_delimiter"),
     model: Model = _default(TrainConfig, "model"),
     max_length: MaxLength = _default(TrainConfig, "max_length"),
+    predict_max_length: PredictMaxLength = _default(TrainConfig, "predict_max_length"),
     seed: Seed = _default(TrainConfig, "seed"),
     min_steps: MinSteps = _default(TrainConfig, "min_steps"),
     batch_size: BatchSize = _default(TrainConfig, "batch_size"),
@@ -230,7 +233,8 @@ def tune(
     pins = {"learning_rate": learning_rate, "r": r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
             "epochs": epochs, "target_modules": target_modules}
     space = build_space(read_search_space(search_space) if search_space else None, pins)
-    base = Classifier(TrainConfig(model=model, max_length=max_length, seed=seed, min_steps=min_steps,
+    base = Classifier(TrainConfig(model=model, max_length=max_length, predict_max_length=predict_max_length,
+                                  seed=seed, min_steps=min_steps,
                                   batch_size=batch_size, eval_every=eval_every, patience=patience, metric=metric,
                                   precision=precision, trust_remote_code=trust_remote_code,
                                   task=_task(task, multi_label), label_examples=label_examples,
@@ -525,13 +529,15 @@ def inspect(
     label_delimiter: LabelDelimiter = _default(DataConfig, "label_delimiter"),
     model: Model = _default(TrainConfig, "model"),
     max_length: MaxLength = _default(TrainConfig, "max_length"),
+    predict_max_length: PredictMaxLength = _default(TrainConfig, "predict_max_length"),
     seed: Seed = _default(TrainConfig, "seed"),
 ) -> None:
     """The data summary and warnings `lorafit train` prints first, without training."""
     from lorafit import Classifier
     from lorafit.progress import RichCallback, data_check_renderables
 
-    clf = Classifier(TrainConfig(task=_task(task, multi_label), model=model, max_length=max_length, seed=seed),
+    clf = Classifier(TrainConfig(task=_task(task, multi_label), model=model, max_length=max_length,
+                                 predict_max_length=predict_max_length, seed=seed),
                      data=DataConfig(text_column=text_column, label_column=label_column,
                                      validation_fraction=validation_fraction,
                                      validation_overlap=validation_overlap, text_pair_column=text_pair_column,

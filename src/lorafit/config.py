@@ -167,6 +167,11 @@ class TrainConfig:
     """Longest input in tokens; longer texts are truncated (and counted). ``"auto"``: the 99th percentile of
     the training texts' token lengths, rounded up to a multiple of 8 and capped by the model (see
     :func:`lorafit.datacheck.auto_max_length`); the length picked is what the run directory records."""
+    predict_max_length: int | str = "auto"
+    """Longest input in tokens when predicting, evaluating and validating (exports too); longer texts are
+    truncated. ``"auto"``: with ``max_length="auto"`` the model's own limit (512 tokens for MiniLM), since the
+    automatic training length only saves training time and the texts it cuts still fit the model; with a given
+    ``max_length``, that length, so a cut you chose applies everywhere. The run directory records the length."""
     seed: int = 0
     """Seed for the validation split, initialisation, dropout and batch order."""
     eval_every: int | str = "epoch"
@@ -236,6 +241,7 @@ class TrainConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         self.max_length = parse_max_length(self.max_length)
+        self.predict_max_length = parse_max_length(self.predict_max_length, "predict_max_length")
         self.pad_to_multiple_of = parse_pad_multiple(self.pad_to_multiple_of)
         self.wise_alpha = parse_wise_alpha(self.wise_alpha, self.probe_init)
         self.ema_decay = parse_ema_decay(self.ema_decay)
@@ -471,11 +477,11 @@ def _auto_or_int(value: object) -> object:
     return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
-def parse_max_length(value: int | str) -> int | str:
+def parse_max_length(value: int | str, name: str = "max_length") -> int | str:
     """``"auto"`` or a token count >= 4, from a flag value such as ``"auto"`` or ``"64"``."""
     value = _auto_or_int(value)
     _check(value == "auto" or (_is_int(value) and value >= 4),
-           f"max_length must be 'auto' or an integer of at least 4 tokens, got {value!r}")
+           f"{name} must be 'auto' or an integer of at least 4 tokens, got {value!r}")
     return value
 
 

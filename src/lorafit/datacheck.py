@@ -1,6 +1,6 @@
 """Checks on labeled data before training: split sizes, label counts, imbalance, duplicates, conflicting
 labels, leakage between splits, empty rows, and the token-length distribution (which also picks
-``max_length="auto"``).
+``max_length="auto"``, and with it ``predict_max_length="auto"``).
 
 :func:`check_data` returns a :class:`DataCheck` that the CLI renders; the library logs its warnings.
 Texts are compared after normalisation (:func:`normalize`: case-folded, surrounding and repeated
@@ -52,7 +52,8 @@ class SplitCheck:
     dropped_empty: int
     label_counts: dict[str, int]
     truncated: int | None = None
-    """Rows longer than the chosen ``max_length`` (None when no tokenizer was given)."""
+    """Rows longer than the length this split is cut at: ``max_length`` for the training data,
+    ``predict_max_length`` for the others (None when no tokenizer was given)."""
     overlap_with_train: int = 0
     """Distinct texts of this split that also occur in the training data (leakage; 0 for training)."""
     overlap_examples: list[str] = field(default_factory=list)
@@ -76,6 +77,8 @@ class DataCheck:
     max_length: int | None = None
     """The ``max_length`` the truncation counts refer to (picked when ``max_length_auto``)."""
     max_length_auto: bool = False
+    predict_max_length: int | None = None
+    """The length validation and test data (and predictions) are cut at (:func:`predict_length`)."""
     model_limit: int | None = None
     text_pairs: bool = False
     """Whether the rows are (text, text_pair) pairs: duplicates and leakage compare whole pairs, token lengths
@@ -115,6 +118,20 @@ def auto_max_length(lengths: np.ndarray, limit: int | None) -> int:
     return min(picked, limit) if limit else picked
 
 
+def predict_length(setting: int | str, max_length: int, max_length_auto: bool, limit: int | None) -> int:
+    """``predict_max_length`` resolved: a given length as it is; ``"auto"`` is the model's ``limit`` when
+    ``max_length`` was automatic (it only saves training time: the texts it cuts still fit the model), else
+    ``max_length`` (a cut the user chose holds everywhere; also when the model states no limit).
+
+    Example:
+        >>> predict_length("auto", 48, True, 512), predict_length("auto", 128, False, 512)
+        (512, 128)
+    """
+    if setting != "auto":
+        return int(setting)
+    return limit if max_length_auto and limit else max_length
+
+
 def _duplicates(data: LabeledData, keys: list) -> tuple[int, list[str], int, list[str]]:
     """(repeated rows, examples, texts with conflicting labels, examples) within ``data``, whose texts
     normalise to ``keys``."""
@@ -147,14 +164,16 @@ def _split(name: str, data: LabeledData, train_keys: set[str] | None,
 
 def check_data(train: LabeledData, others: dict[str, LabeledData | None] | None = None, tokenizer=None,
                max_length: int | str = "auto", model_limit: int | None = None,
-               count_labels: Callable[[list[str]], dict[str, int]] | None = None) -> DataCheck:
+               predict_max_length: int | str = "auto", count_labels: Callable[[list[str]], dict[str, int]] | None = None) -> DataCheck:
     """Check ``train`` and the ``others`` splits (e.g. ``{"validation": ..., "test": ...}``).
 
     ``count_labels`` turns a split's label cells into rows per label (default: one label per row; a
     multi-label or regression task passes its own, see :mod:`lorafit.tasks`).
 
     With a ``tokenizer`` the training texts' token lengths give the percentiles, ``max_length="auto"``
-    is resolved (:func:`auto_max_length`) and every split's truncated rows are counted.
+    is resolved (:func:`auto_max_length`), then ``predict_max_length`` (:func:`predict_length`), and every
+    split's truncated rows are counted: the training data's at ``max_length``, the others' at
+    ``predict_max_length``.
 
     Example:
         >>> check = check_data(LabeledData(["a", "A ", "b"], ["x", "y", "x"], "t.csv"))
@@ -174,7 +193,7 @@ def check_data(train: LabeledData, others: dict[str, LabeledData | None] | None 
                       model_limit=model_limit, text_pairs=is_pairs(train.texts))
     if tokenizer is not None:
         _measure_lengths(check, tokenizer, [train] + [d for d in (others or {}).values() if d is not None],
-                         max_length, model_limit)
+                         max_length, model_limit, predict_max_length)
     check.warnings = _warnings(check)
     for warning in check.warnings:
         logger.warning(warning)
@@ -182,15 +201,17 @@ def check_data(train: LabeledData, others: dict[str, LabeledData | None] | None 
 
 
 def _measure_lengths(check: DataCheck, tokenizer, datasets: list[LabeledData], max_length: int | str,
-                     limit: int | None) -> None:
+                     limit: int | None, predict_max_length: int | str) -> None:
     lengths = [token_lengths(tokenizer, d.texts, limit) for d in datasets]
     train = lengths[0]
     check.length_percentiles = {f"p{q}": int(np.percentile(train, q, method="inverted_cdf")) for q in PERCENTILES} \
         if len(train) else {}
     check.max_length_auto = max_length == "auto"
     check.max_length = auto_max_length(train, limit) if check.max_length_auto else int(max_length)
+    check.predict_max_length = predict_length(predict_max_length, check.max_length, check.max_length_auto, limit)
     for split, split_lengths in zip(check.splits, lengths):
-        split.truncated = int((split_lengths > check.max_length).sum())
+        cut = check.max_length if split is check.train else check.predict_max_length
+        split.truncated = int((split_lengths > cut).sum())
 
 
 def _warnings(check: DataCheck) -> list[str]:
@@ -217,8 +238,25 @@ def _warnings(check: DataCheck) -> list[str]:
         if split.dropped_empty:
             found.append(f"{split.dropped_empty} {split.name} row(s) with an empty text"
                          f"{' or second text' if check.text_pairs else ''} were dropped")
-    cut = [f"{s.truncated} of {s.rows} {s.name}" for s in check.splits if s.truncated]
+    found += _truncation_warnings(check)
+    return found
+
+
+def _truncation_warnings(check: DataCheck) -> list[str]:
+    """What ``max_length`` cuts in training and ``predict_max_length`` in the other splits: one sentence when the
+    two are the same length."""
+    auto = " (auto keeps about 99% whole)" if check.max_length_auto else ""
+    if check.predict_max_length in (None, check.max_length):
+        cut = [f"{s.truncated} of {s.rows} {s.name}" for s in check.splits if s.truncated]
+        return [f"{', '.join(cut)} text(s) are longer than max_length={check.max_length} tokens and will be "
+                f"truncated{auto}"] if cut else []
+    found = []
+    if check.train.truncated:
+        found.append(f"{check.train.truncated} of {check.train.rows} training text(s) are longer than "
+                     f"max_length={check.max_length} tokens and will be truncated for training{auto}; "
+                     f"predictions read up to {check.predict_max_length} tokens")
+    cut = [f"{s.truncated} of {s.rows} {s.name}" for s in check.splits[1:] if s.truncated]
     if cut:
-        found.append(f"{', '.join(cut)} text(s) are longer than max_length={check.max_length} tokens and will be "
-                     "truncated" + (" (auto keeps about 99% whole)" if check.max_length_auto else ""))
+        found.append(f"{', '.join(cut)} text(s) are longer than predict_max_length={check.predict_max_length} "
+                     "tokens and will be truncated")
     return found

@@ -23,7 +23,7 @@ from lorafit import __version__
 from lorafit.config import SINGLE_LABEL
 from lorafit.errors import ConfigError
 from lorafit.modeling_lorafit import LorafitConfig, LorafitForSequenceClassification
-from lorafit.rundir import check_writable, read_manifest, write_atomically, write_json
+from lorafit.rundir import check_writable, predict_length_of, read_manifest, write_atomically, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def merged_model(run_dir: str | Path) -> tuple[LorafitForSequenceClassification,
         model.classifier.weight.copy_(head.weight / clf.temperature)
         model.classifier.bias.copy_(head.bias / clf.temperature)
     tokenizer = clf.tokenizer
-    tokenizer.model_max_length = int(manifest["max_length"])  # pipelines then truncate as lorafit does
+    tokenizer.model_max_length = predict_length_of(manifest)  # pipelines then truncate as lorafit predicts
     return model, tokenizer, manifest
 
 
@@ -76,7 +76,7 @@ def _problem_type(manifest: dict) -> str | None:
 
 
 def _export_manifest(fmt: str, run_dir: str | Path, manifest: dict, quantize: str | None = None) -> dict:
-    return {"format": fmt, "quantize": quantize, "labels": manifest["labels"], "max_length": manifest["max_length"],
+    return {"format": fmt, "quantize": quantize, "labels": manifest["labels"], "max_length": predict_length_of(manifest),
             "text_column": manifest.get("text_column", "text"), "text_pair_column": manifest.get("text_pair_column"),
             "text_pairs": bool(manifest.get("text_pairs", False)), "pooling": manifest["pooling"],
             "task": manifest.get("task", SINGLE_LABEL), "task_settings": manifest.get("task_settings", {}),

@@ -1,10 +1,10 @@
 """Classifiers over lorafit's export directories, and one loader for anything ``lorafit predict`` takes.
 
 :class:`ExportedClassifier` gives an export the inference verbs of :class:`lorafit.Classifier`
-(``classes_``, ``predict_proba``, ``predict``) with the same tokenisation (truncation at the run's
-``max_length``) and the same length-sorted batches; subclasses only say how one padded batch becomes
-logits. :class:`MergedClassifier` runs a merged export in torch; the ONNX one is in
-:mod:`lorafit.onnx_model`. :func:`load_predictor` opens a run directory or either export.
+(``classes_``, ``predict_proba``, ``predict``) with the same tokenisation (truncation at the ``max_length`` of
+the export's manifest: the run's prediction length) and the same length-sorted batches; subclasses only say
+how one padded batch becomes logits. :class:`MergedClassifier` runs a merged export in torch; the ONNX one is
+in :mod:`lorafit.onnx_model`. :func:`load_predictor` opens a run directory or either export.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lorafit.card import epochs_text
 from lorafit.datacheck import AUTO_QUANTILE, DataCheck
+from lorafit.rundir import predict_length_of
 from lorafit.tasks import format_metric
 from lorafit.training import Callback
 
@@ -205,7 +206,9 @@ def data_check_renderables(check: DataCheck) -> list:
             if check.max_length_auto else "as given"
         items.append(f"token lengths of the training texts: median {p['p50']}, 90% {p['p90']}, 95% {p['p95']}, "
                      f"99% {p['p99']}, max {p['p100']}; max_length {check.max_length} ({how}) truncates "
-                     f"{check.train.truncated} training row(s)")
+                     f"{check.train.truncated} training row(s)"
+                     + (f"; validation, test and predictions read up to {check.predict_max_length} tokens"
+                        if check.predict_max_length not in (None, check.max_length) else ""))
     items.append(f"duplicates in training: {check.duplicates} repeated row(s), {check.conflicting} text(s) with "
                  f"conflicting labels; imbalance (largest / smallest class): {check.imbalance:.1f}x")
     items += [f"[yellow]warning:[/yellow] {escape(w)}" for w in check.warnings]
@@ -307,7 +310,8 @@ def info_table(manifest: dict, metrics: dict) -> Table:
     rows = [("base model", f"{manifest['base_model']['name']} ({manifest['base_model'].get('hash', '?')})"),
             ("labels", f"{len(labels)}: " + ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")),
             ("pooling / max_length", f"{manifest['pooling']} / {manifest['max_length']}"
-                                     + (" (auto)" if manifest.get("max_length_auto") else "")),
+                                     + (" (auto)" if manifest.get("max_length_auto") else "")
+                                     + f", predictions {predict_length_of(manifest)}"),
             ("input", f"text pairs: {manifest.get('text_column')} + {manifest.get('text_pair_column')}"
                       if manifest.get("text_pairs") else f"text: {manifest.get('text_column')}"),
             ("LoRA", f"r={lora['r']} alpha={lora['lora_alpha']} dropout={lora['lora_dropout']} "

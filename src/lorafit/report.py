@@ -25,7 +25,7 @@ from lorafit import metrics, plots
 from lorafit.data import Text, is_pairs, pair_up
 from lorafit.inference import softmax
 from lorafit.config import SINGLE_LABEL
-from lorafit.rundir import current_umask
+from lorafit.rundir import current_umask, predict_length_of
 from lorafit.tasks import format_metric
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,9 @@ def _summary(inputs: ReportInputs) -> str:
     data = meta.get("data", {})
     val = m.get("validation") or {}
     rows = [["base model", meta["base_model"].get("name", "?")], ["labels", len(meta["labels"])],
-            ["max_length", f"{meta['max_length']} tokens" + (" (auto)" if meta.get("max_length_auto") else "")]]
+            ["max_length", f"{meta['max_length']} tokens" + (" (auto)" if meta.get("max_length_auto") else "")],
+            ["predict_max_length", f"{predict_length_of(meta)} tokens"
+                                   + (" (auto)" if meta.get("predict_max_length_auto") else "")]]
     if meta.get("text_pairs"):
         rows.append(["input", f"text pairs: {meta.get('text_column')} + {meta.get('text_pair_column')}"])
     for split in ("train", "validation", "test"):

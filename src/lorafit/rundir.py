@@ -92,6 +92,12 @@ def write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def predict_length_of(manifest: dict) -> int:
+    """The tokens per text a run predicts with: its ``predict_max_length``; a run written before that setting
+    existed predicted with its ``max_length``, and still does."""
+    return int(manifest.get("predict_max_length", manifest["max_length"]))
+
+
 def read_manifest(run_dir: str | Path) -> dict:
     """Read and check ``lorafit.json``; clear errors for a missing, foreign, incomplete or newer directory."""
     run_dir = Path(run_dir)
