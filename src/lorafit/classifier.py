@@ -627,8 +627,8 @@ class Classifier:
         """
         from transformers import AutoTokenizer
 
-        stored = {**manifest["train_config"], "predict_max_length": predict_length_of(manifest)}
-        clf = cls(train=from_dict(TrainConfig, stored), lora=from_dict(LoraSettings, manifest["lora"]),
+        settings = {**manifest["train_config"], "predict_max_length": predict_length_of(manifest)}
+        clf = cls(train=from_dict(TrainConfig, settings), lora=from_dict(LoraSettings, manifest["lora"]),
                   data=from_dict(DataConfig, manifest.get("data_config", {})))
         clf.classes_ = list(manifest["labels"])
         clf.pairs_ = bool(manifest.get("text_pairs", False))

@@ -164,7 +164,7 @@ class TrainConfig:
     warmup_ratio: float = 0.06
     """Share of the training steps spent warming the learning rate up from 0."""
     max_length: int | str = "auto"
-    """Longest input in tokens; longer texts are truncated (and counted). ``"auto"``: the 99th percentile of
+    """Longest training input in tokens; longer texts are truncated (and counted). ``"auto"``: the 99th percentile of
     the training texts' token lengths, rounded up to a multiple of 8 and capped by the model (see
     :func:`lorafit.datacheck.auto_max_length`); the length picked is what the run directory records."""
     predict_max_length: int | str = "auto"

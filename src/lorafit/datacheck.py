@@ -164,7 +164,8 @@ def _split(name: str, data: LabeledData, train_keys: set[str] | None,
 
 def check_data(train: LabeledData, others: dict[str, LabeledData | None] | None = None, tokenizer=None,
                max_length: int | str = "auto", model_limit: int | None = None,
-               predict_max_length: int | str = "auto", count_labels: Callable[[list[str]], dict[str, int]] | None = None) -> DataCheck:
+               predict_max_length: int | str = "auto",
+               count_labels: Callable[[list[str]], dict[str, int]] | None = None) -> DataCheck:
     """Check ``train`` and the ``others`` splits (e.g. ``{"validation": ..., "test": ...}``).
 
     ``count_labels`` turns a split's label cells into rows per label (default: one label per row; a

@@ -76,7 +76,8 @@ def _problem_type(manifest: dict) -> str | None:
 
 
 def _export_manifest(fmt: str, run_dir: str | Path, manifest: dict, quantize: str | None = None) -> dict:
-    return {"format": fmt, "quantize": quantize, "labels": manifest["labels"], "max_length": predict_length_of(manifest),
+    return {"format": fmt, "quantize": quantize, "labels": manifest["labels"],
+            "max_length": predict_length_of(manifest),
             "text_column": manifest.get("text_column", "text"), "text_pair_column": manifest.get("text_pair_column"),
             "text_pairs": bool(manifest.get("text_pairs", False)), "pooling": manifest["pooling"],
             "task": manifest.get("task", SINGLE_LABEL), "task_settings": manifest.get("task_settings", {}),
