@@ -103,6 +103,7 @@ def fit_multilabel_probe(features: np.ndarray, targets: np.ndarray, c: float = 1
     rows, labels = targets.shape
     weight = np.zeros((labels, features.shape[1]), dtype=np.float32)
     bias = np.zeros(labels, dtype=np.float32)
+    features = np.ascontiguousarray(features, dtype=np.float64)  # once: each label's solve then shares it
     for j in range(labels):
         positives = int(targets[:, j].sum())
         if positives in (0, rows):
