@@ -137,3 +137,13 @@ def test_inspect_cli_holds_out_validation_like_train(tiny_model: str, train_csv:
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
     assert "│ validation │" in result.output and "max_length 6 (as given)" in flat  # the split train holds out
+
+
+def test_inspect_cli_says_how_far_predictions_read(tiny_model: str, train_csv: Path) -> None:
+    for flags, expected in (([], "validation, test and predictions read up to 128 tokens"),
+                            (["--predict-max-length", "32"], "validation, test and predictions read up to 32 tokens")):
+        result = runner.invoke(app, ["inspect", str(train_csv), "--model", tiny_model, *flags])
+        assert result.exit_code == 0, result.output
+        assert expected in " ".join(result.output.split())
+    refused = runner.invoke(app, ["inspect", str(train_csv), "--model", tiny_model, "--predict-max-length", "many"])
+    assert "predict_max_length must be 'auto' or an integer" in str(refused.exception)  # main() prints it
