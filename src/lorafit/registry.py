@@ -229,7 +229,7 @@ def load_runs(specs: list[tuple[str, Path]], precision: str = "fp32") -> list[Se
     if repeated:
         raise RunDirError(f"model name(s) {', '.join(repeated)} given twice; name them apart with NAME=RUN_DIR")
     bases: dict[str, SharedBase] = {}
-    used: list[SharedBase] = []
+    used: set[SharedBase] = set()  # the bases attached runs share (own copies included), by identity
     served = []
     for name, path in specs:
         if is_export(path):  # a merged or ONNX export: its own weights, nothing to share
@@ -244,8 +244,7 @@ def load_runs(specs: list[tuple[str, Path]], precision: str = "fp32") -> list[Se
         shared = _base_for(bases, Path(path), clf.base, own=clf.lora.bias != "none")
         clf.model = shared.attach(Path(path), clf.classes_, manifest["pooling"], clf.lora)
         clf.inference_precision = resolved
-        if all(shared is not other for other in used):
-            used.append(shared)
+        used.add(shared)
         served.append(ServedModel(name, clf, str(clf.base.get("name", "")), manifest.get("task", ""), resolved))
     if resolved != "fp32":
         for shared in used:
