@@ -48,7 +48,9 @@ bench: bench-install
 	$(BIN)/python bench/side_by_side.py $(DATA)/banking77/train.csv $(DATA)/banking77/test.csv \
 		$(RESULTS)/banking77_side_by_side.jsonl --rounds 2
 	$(BIN)/python bench/raw_speed.py $(DATA)/banking77/train.csv $(DATA)/banking77/test.csv \
-		$(RESULTS)/banking77_raw_speed.jsonl --rounds 2 --epochs 1
+		$(RESULTS)/banking77_raw_speed.jsonl --rounds 2 --epochs 5
+	$(BIN)/python bench/levers.py $(DATA)/banking77/train.csv $(DATA)/banking77/test.csv \
+		$(RESULTS)/levers_banking77.jsonl
 	$(BIN)/python bench/few_shot.py $(RESULTS)/few_shot.jsonl \
 		--data banking77=$(DATA)/banking77/train.csv,$(DATA)/banking77/test.csv \
 		sst2=$(DATA)/sst2/train.csv,$(DATA)/sst2/validation.csv

@@ -60,6 +60,7 @@ def lorafit(train: str, test: str, work: str, extra: list[str], launcher: tuple[
             "train_samples_per_s": round(metrics["train_samples_per_second"], 1),
             "prepare_s": round(metrics["prepare_seconds"], 1), "strategy": metrics["strategy"],
             "train_rows": metrics["train_samples"], "train_wall_s": round(metrics["train_wall_seconds"], 2),
+            "steps": metrics["steps"], "stopped_early": metrics["stopped_early"],
             **{k: metrics[k] for k in ("mfu", "train_tflops", "matmul_peak_gflops") if k in metrics}}
 
 
