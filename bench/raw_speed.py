@@ -8,7 +8,7 @@ caches the frozen blocks and fits the probe (the conservative figure the ratio u
 setting is 5 epochs (18 minutes a round here); `--epochs 1` is the quick check. lorafit runs with `--patience 0`
 so that it never stops before the last epoch.
 
-Usage: python bench/raw_speed.py TRAIN.csv TEST.csv OUT.jsonl [--rounds 2] [--epochs 1]
+Usage: python bench/raw_speed.py TRAIN.csv TEST.csv OUT.jsonl [--rounds 2] [--epochs 5]
 """
 from __future__ import annotations
 
@@ -35,14 +35,15 @@ def reference(model: str, train: str, test: str, work: str, epochs: int) -> dict
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("train"); p.add_argument("test"); p.add_argument("out")
-    p.add_argument("--rounds", type=int, default=2); p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=2); p.add_argument("--epochs", type=int, default=5)
     a = p.parse_args()
     model = model_dir()
     sink = Sink(a.out, " ".join(["python", *sys.argv]))
     with tempfile.TemporaryDirectory() as work:
         for _ in range(a.rounds):
             # --patience 0: every epoch runs, as in the boilerplate (lorafit still validates after each one)
-            record = lorafit(a.train, a.test, work, ["--batch-size", "16", "--epochs", str(a.epochs), "--patience", "0"])
+            record = lorafit(a.train, a.test, work,
+                             ["--batch-size", "16", "--epochs", str(a.epochs), "--patience", "0"])
             record["end_to_end_samples_per_s"] = round(record["train_rows"] * a.epochs / record["train_wall_s"], 1)
             sink.keep(record)
             theirs = reference(model, a.train, a.test, work, a.epochs)
