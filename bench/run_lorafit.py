@@ -16,6 +16,8 @@ import time
 
 import pandas as pd
 
+from common import machine
+
 
 def parse_value(key: str, value: str):
     if key == "layers_to_transform" and value in ("auto", "all"):
@@ -66,7 +68,8 @@ def main() -> None:
                       "cached_layers": m["cached_layers"], "precision": m["precision"], "epochs": m["epochs"],
                       "mfu": round(m["mfu"], 3), "matmul_peak_gflops": round(m["matmul_peak_gflops"]),
                       "loop_s": round(m["loop_seconds"], 1), "max_length": clf.train_config.max_length,
-                      "estimated_train_s": round(m.get("estimated_train_seconds") or 0, 1)}), flush=True)
+                      "estimated_train_s": round(m.get("estimated_train_seconds") or 0, 1), **machine(),
+                      "command": " ".join(["python", *sys.argv])}), flush=True)
 
 
 if __name__ == "__main__":
