@@ -89,6 +89,11 @@ class DataCheck:
     def train(self) -> SplitCheck:
         return self.splits[0]
 
+    @property
+    def predictions_cut_apart(self) -> bool:
+        """Whether validation, test and predictions are cut at another length than training is."""
+        return self.predict_max_length not in (None, self.max_length)
+
     def to_dict(self) -> dict:
         """A JSON-ready dict (stored in ``lorafit.json`` under ``data_check``)."""
         return asdict(self)
@@ -247,7 +252,7 @@ def _truncation_warnings(check: DataCheck) -> list[str]:
     """What ``max_length`` cuts in training and ``predict_max_length`` in the other splits: one sentence when the
     two are the same length."""
     auto = " (auto keeps about 99% whole)" if check.max_length_auto else ""
-    if check.predict_max_length in (None, check.max_length):
+    if not check.predictions_cut_apart:
         cut = [f"{s.truncated} of {s.rows} {s.name}" for s in check.splits if s.truncated]
         return [f"{', '.join(cut)} text(s) are longer than max_length={check.max_length} tokens and will be "
                 f"truncated{auto}"] if cut else []

@@ -208,7 +208,7 @@ def data_check_renderables(check: DataCheck) -> list:
                      f"99% {p['p99']}, max {p['p100']}; max_length {check.max_length} ({how}) truncates "
                      f"{check.train.truncated} training row(s)"
                      + (f"; validation, test and predictions read up to {check.predict_max_length} tokens"
-                        if check.predict_max_length not in (None, check.max_length) else ""))
+                        if check.predictions_cut_apart else ""))
     items.append(f"duplicates in training: {check.duplicates} repeated row(s), {check.conflicting} text(s) with "
                  f"conflicting labels; imbalance (largest / smallest class): {check.imbalance:.1f}x")
     items += [f"[yellow]warning:[/yellow] {escape(w)}" for w in check.warnings]
